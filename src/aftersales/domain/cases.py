@@ -1,0 +1,584 @@
+"""After-sales cases (售后单) and their state machine.
+
+The machine is declared once, in `TRANSITIONS`: (status, action, case types) -> next status,
+with the rule id that allows it, who may take it, and what it does with money. `DEADLINES`
+says which timer runs in each status. Nothing else assigns a status: every change is an `Event`
+applied by `Case.apply`, which is also how the stored log replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from aftersales.domain.errors import ActionNotAllowed, AmountExceedsPaid, InvalidInput, WrongActor
+from aftersales.domain.money import Money
+from aftersales.domain.orders import Order, OrderLine, warranty_covers
+from aftersales.domain.types import (
+    SYSTEM,
+    Actor,
+    CaseType,
+    Event,
+    OrderStatus,
+    Reason,
+    Role,
+    require_aware,
+)
+from aftersales.policy.model import Policy
+
+
+class CaseStatus(StrEnum):
+    AWAITING_SELLER = "awaiting_seller"  # seller must agree, reject or offer (RF-1)
+    OFFER_PENDING = "offer_pending"  # seller offered a partial refund; buyer accepts/declines
+    REJECTED = "rejected"  # seller said no; buyer may resubmit or escalate (IN-1)
+    AWAITING_RETURN = "awaiting_return"  # buyer must ship the goods back (RF-3, RF-4)
+    RETURN_SHIPPED = "return_shipped"  # seller must confirm the returned parcel (RF-5)
+    AWAITING_REPLACEMENT = "awaiting_replacement"  # seller must send replacement/repair (RF-7)
+    REPLACEMENT_SHIPPED = "replacement_shipped"  # buyer confirms the replacement (RF-7)
+    IN_INTERVENTION = "in_intervention"  # the platform decides (IN-1..IN-9)
+    CLOSED = "closed"  # terminal; `outcome` says how it ended
+
+
+OPEN_STATUSES = frozenset(s for s in CaseStatus if s is not CaseStatus.CLOSED)
+
+
+class Outcome(StrEnum):
+    OPEN = "open"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    EXCHANGED = "exchanged"
+    REPAIRED = "repaired"
+    RESHIPPED = "reshipped"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    CLOSED_NO_REFUND = "closed_no_refund"
+
+
+class Action(StrEnum):
+    AGREE = "agree"
+    REJECT = "reject"
+    OFFER = "offer"
+    ACCEPT_OFFER = "accept_offer"
+    DECLINE_OFFER = "decline_offer"
+    RESUBMIT = "resubmit"
+    SHIP_RETURN = "ship_return"
+    CONFIRM_RETURN = "confirm_return"
+    SHIP_REPLACEMENT = "ship_replacement"
+    CONFIRM_RECEIPT = "confirm_receipt"
+    WITHDRAW = "withdraw"
+    ESCALATE = "escalate"
+    TIMEOUT = "timeout"  # the deadline worker: a party stayed silent
+
+
+EVENT_NAMES = {
+    Action.AGREE: "SellerAgreed", Action.REJECT: "SellerRejected", Action.OFFER: "OfferMade",
+    Action.ACCEPT_OFFER: "OfferAccepted", Action.DECLINE_OFFER: "OfferDeclined",
+    Action.RESUBMIT: "CaseResubmitted", Action.SHIP_RETURN: "ReturnShipped",
+    Action.CONFIRM_RETURN: "ReturnConfirmed", Action.SHIP_REPLACEMENT: "ReplacementShipped",
+    Action.CONFIRM_RECEIPT: "ReplacementReceived", Action.WITHDRAW: "CaseWithdrawn",
+    Action.ESCALATE: "CaseEscalated", Action.TIMEOUT: "DeadlinePassed",
+}
+
+ALL = frozenset(CaseType)
+RETURNS = frozenset({CaseType.RETURN_REFUND, CaseType.EXCHANGE, CaseType.REPAIR})
+SWAPS = frozenset({CaseType.EXCHANGE, CaseType.REPAIR})
+REFUNDS = frozenset({CaseType.REFUND_ONLY, CaseType.RETURN_REFUND})
+REPLACE = frozenset({CaseType.EXCHANGE, CaseType.REPAIR, CaseType.RESHIP})
+
+RefundKind = Literal["none", "requested", "offer"]
+S = CaseStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    source: CaseStatus
+    action: Action
+    target: CaseStatus
+    rule: str
+    by: frozenset[Role]
+    types: frozenset[CaseType] = ALL
+    outcome: Outcome | None = None  # when target is CLOSED; None = by case type (RF-7)
+    refund: RefundKind = "none"
+    decides: bool = True  # counts among the rules that decided the outcome
+
+
+B, SL, SY = frozenset({Role.BUYER}), frozenset({Role.SELLER}), frozenset({Role.SYSTEM})
+BS = frozenset({Role.BUYER, Role.SELLER})
+T = Transition
+
+TRANSITIONS: tuple[Transition, ...] = (
+    # The seller answers (RF-1). Silence is agreement: the timeout takes the agree path.
+    T(S.AWAITING_SELLER, Action.AGREE, S.CLOSED, "RF-2", SL, frozenset({CaseType.REFUND_ONLY}),
+      Outcome.REFUNDED, "requested"),
+    T(S.AWAITING_SELLER, Action.AGREE, S.AWAITING_RETURN, "RF-3", SL, RETURNS),
+    T(S.AWAITING_SELLER, Action.AGREE, S.AWAITING_REPLACEMENT, "RF-7", SL,
+      frozenset({CaseType.RESHIP})),
+    T(S.AWAITING_SELLER, Action.TIMEOUT, S.CLOSED, "RF-1", SY, frozenset({CaseType.REFUND_ONLY}),
+      Outcome.REFUNDED, "requested"),
+    T(S.AWAITING_SELLER, Action.TIMEOUT, S.AWAITING_RETURN, "RF-1", SY, RETURNS),
+    T(S.AWAITING_SELLER, Action.TIMEOUT, S.AWAITING_REPLACEMENT, "RF-1", SY,
+      frozenset({CaseType.RESHIP})),
+    T(S.AWAITING_SELLER, Action.REJECT, S.REJECTED, "RF-1", SL),
+    T(S.AWAITING_SELLER, Action.OFFER, S.OFFER_PENDING, "RF-1", SL, REFUNDS),
+    # A partial refund offer: accepted, the buyer keeps the goods and the case closes.
+    T(S.OFFER_PENDING, Action.ACCEPT_OFFER, S.CLOSED, "RF-2", B, REFUNDS,
+      Outcome.PARTIALLY_REFUNDED, "offer"),
+    T(S.OFFER_PENDING, Action.DECLINE_OFFER, S.REJECTED, "IN-1", B, REFUNDS, decides=False),
+    T(S.OFFER_PENDING, Action.TIMEOUT, S.CLOSED, "§9:buyer_offer_response", SY, REFUNDS,
+      Outcome.CLOSED_NO_REFUND),
+    # After a rejection the buyer resubmits or escalates within the window, else it closes.
+    T(S.REJECTED, Action.RESUBMIT, S.AWAITING_SELLER, "RF-1", B, decides=False),
+    T(S.REJECTED, Action.ESCALATE, S.IN_INTERVENTION, "IN-1", B),
+    T(S.REJECTED, Action.TIMEOUT, S.CLOSED, "IN-1", SY, outcome=Outcome.REJECTED),
+    # Returns (RF-3..RF-5).
+    T(S.AWAITING_RETURN, Action.SHIP_RETURN, S.RETURN_SHIPPED, "RF-3", B, RETURNS,
+      decides=False),
+    T(S.AWAITING_RETURN, Action.TIMEOUT, S.CLOSED, "RF-4", SY, RETURNS,
+      Outcome.CLOSED_NO_REFUND),
+    T(S.RETURN_SHIPPED, Action.CONFIRM_RETURN, S.CLOSED, "RF-5", SL,
+      frozenset({CaseType.RETURN_REFUND}), Outcome.REFUNDED, "requested"),
+    T(S.RETURN_SHIPPED, Action.TIMEOUT, S.CLOSED, "RF-5", SY,
+      frozenset({CaseType.RETURN_REFUND}), Outcome.REFUNDED, "requested"),
+    T(S.RETURN_SHIPPED, Action.CONFIRM_RETURN, S.AWAITING_REPLACEMENT, "RF-7", SL, SWAPS,
+      decides=False),
+    T(S.RETURN_SHIPPED, Action.TIMEOUT, S.AWAITING_REPLACEMENT, "RF-5", SY, SWAPS),
+    # Exchange, repair, re-ship (RF-7): the seller sends, the buyer confirms.
+    T(S.AWAITING_REPLACEMENT, Action.SHIP_REPLACEMENT, S.REPLACEMENT_SHIPPED, "RF-7", SL,
+      REPLACE, decides=False),
+    T(S.AWAITING_REPLACEMENT, Action.TIMEOUT, S.CLOSED, "§9:seller_send_replacement", SY,
+      REPLACE, Outcome.REFUNDED, "requested"),
+    T(S.REPLACEMENT_SHIPPED, Action.CONFIRM_RECEIPT, S.CLOSED, "RF-7", B, REPLACE),
+    T(S.REPLACEMENT_SHIPPED, Action.TIMEOUT, S.CLOSED, "§9:auto_confirm_receipt", SY, REPLACE),
+    # Withdrawal (RF-6) while nothing irreversible is under way.
+    *(T(src, Action.WITHDRAW, S.CLOSED, "RF-6", B, outcome=Outcome.WITHDRAWN)
+      for src in (S.AWAITING_SELLER, S.OFFER_PENDING, S.REJECTED, S.AWAITING_RETURN,
+                  S.IN_INTERVENTION)),
+    # The seller may ask the platform to step in from day 15 (IN-2; guard in `act`).
+    *(T(src, Action.ESCALATE, S.IN_INTERVENTION, "IN-2", SL)
+      for src in (S.AWAITING_SELLER, S.OFFER_PENDING, S.AWAITING_RETURN, S.RETURN_SHIPPED,
+                  S.AWAITING_REPLACEMENT, S.REPLACEMENT_SHIPPED)),
+)
+
+_INDEX: dict[tuple[CaseStatus, Action], list[Transition]] = {}
+for _t in TRANSITIONS:
+    _INDEX.setdefault((_t.source, _t.action), []).append(_t)
+
+REPLACEMENT_OUTCOME = {CaseType.EXCHANGE: Outcome.EXCHANGED, CaseType.REPAIR: Outcome.REPAIRED,
+                       CaseType.RESHIP: Outcome.RESHIPPED}
+
+
+def find_transition(status: CaseStatus, action: Action, case_type: CaseType) -> Transition | None:
+    for t in _INDEX.get((status, action), ()):
+        if case_type in t.types:
+            return t
+    return None
+
+
+def allowed_actions(status: CaseStatus, case_type: CaseType) -> list[Action]:
+    return [a for a in Action if a is not Action.TIMEOUT and find_transition(status, a, case_type)]
+
+
+def deadline_for(case: Case, status: CaseStatus, entered: datetime, policy: Policy
+                 ) -> tuple[datetime | None, str | None]:
+    """The timer that runs in `status` (§9 and RF-1..RF-7), or none."""
+    d = policy.deadlines
+    if status is S.AWAITING_SELLER:
+        span = (d.seller_response_before_shipment if not case.shipped_when_opened
+                else d.seller_response_after_shipment)
+        return entered + span, "seller_response"
+    if status is S.OFFER_PENDING:
+        return entered + d.buyer_offer_response, "buyer_offer_response"
+    if status is S.REJECTED:
+        return entered + d.buyer_after_rejection, "buyer_after_rejection"
+    if status is S.AWAITING_RETURN:
+        return entered + d.buyer_ship_return, "buyer_ship_return"
+    if status is S.RETURN_SHIPPED:
+        span = (d.seller_confirm_return_surface if case.return_method == "surface"
+                else d.seller_confirm_return_express)
+        return entered + span, "seller_confirm_return"
+    if status is S.AWAITING_REPLACEMENT:
+        return entered + d.seller_send_replacement, "seller_send_replacement"
+    if status is S.REPLACEMENT_SHIPPED:
+        return entered + d.auto_confirm_receipt, "buyer_confirm_replacement"
+    return None, None
+
+
+@dataclass(slots=True)
+class Case:
+    id: str
+    order_id: str
+    buyer_id: str
+    seller_id: str
+    type: CaseType
+    reason: Reason
+    status: CaseStatus
+    received: bool
+    lines: tuple[tuple[int, int], ...]  # (line_no, qty)
+    amount: Money  # what the buyer asks for (or what is at stake for exchange/repair/reship)
+    refunded: Money
+    opened_at: datetime
+    after_completion: bool  # opened after 交易成功: uses the line's one chance (AS-5)
+    shipped_when_opened: bool  # picks the 48 h or the 5 d response timer
+    freight_payer: str  # FR-1..FR-3
+    seller_responsible: bool
+    policy_id: str
+    policy_version: str
+    description: str = ""
+    outcome: Outcome = Outcome.OPEN
+    decided_by: str | None = None
+    rules: tuple[str, ...] = ()
+    deadline: datetime | None = None
+    deadline_kind: str | None = None
+    offer: Money | None = None
+    return_address: str | None = None
+    return_carrier: str | None = None
+    return_tracking: str | None = None
+    return_method: str | None = None  # express | surface (RF-5)
+    replacement_carrier: str | None = None
+    replacement_tracking: str | None = None
+    rejection_reason: str | None = None
+    escalated_by: str | None = None
+    closed_at: datetime | None = None
+    version: int = 0
+    seq: int = 0
+    pending: list[Event] = field(default_factory=list)
+
+    # -- the one mutator ----------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        self.seq += 1
+        for key, value in event.changes.items():
+            if key not in _MUTABLE:
+                raise ValueError(f"event {event.name} sets unknown case field {key}")
+            if value is not None and key in _ENUMS:
+                value = _ENUMS[key](value)
+            setattr(self, key, value)
+
+    def _record(self, name: str, at: datetime, actor: Actor, rule: str | None,
+                changes: Mapping[str, Any]) -> Event:
+        event = Event(name, at, actor, rule, dict(changes))
+        self.apply(event)
+        self.pending.append(event)
+        return event
+
+    @classmethod
+    def replay(cls, events: Iterable[Event]) -> Case:
+        it = iter(events)
+        first = next(it)
+        init = {k: v for k, v in first.changes.items() if k in _INIT_FIELDS}
+        case = cls(**{k: (_ENUMS[k](v) if k in _ENUMS else v) for k, v in init.items()})
+        case.seq = 0
+        case.apply(Event(first.name, first.at, first.actor, first.rule,
+                         {k: v for k, v in first.changes.items() if k not in _INIT_FIELDS}))
+        for event in it:
+            case.apply(event)
+        return case
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not S.CLOSED
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        *,
+        case_id: str,
+        order: Order,
+        actor: Actor,
+        case_type: CaseType,
+        reason: Reason,
+        now: datetime,
+        policy: Policy,
+        received: bool | None = None,
+        lines: Sequence[tuple[int, int]] | None = None,
+        amount: Money | None = None,
+        description: str = "",
+    ) -> Case:
+        """Open an after-sales request (AS-1..AS-7). Validates everything before changing
+        anything; marks the order lines (one open case per line; AS-5 chance)."""
+        require_aware(now)
+        if actor.role is not Role.BUYER or actor.id != order.buyer_id:
+            raise WrongActor(f"{actor} may not open a case on order {order.id}: only its buyer "
+                             f"may", entity=order.id, action="open_case", rule="AS-6")
+        if order.status is OrderStatus.CLOSED:
+            raise ActionNotAllowed(f"order {order.id} is closed: nothing is left to claim",
+                                   rule="AS-4", entity=order.id, action="open_case",
+                                   status=order.status.value)
+        shipped = order.status is not OrderStatus.PAID
+        if not shipped and case_type is not CaseType.REFUND_ONLY:
+            raise ActionNotAllowed(
+                f"order {order.id} has not shipped: only a refund-only request is possible",
+                rule="AS-2", entity=order.id, action="open_case", status=order.status.value)
+        if received is None:
+            received = order.status in (OrderStatus.DELIVERED, OrderStatus.COMPLETED)
+        if received and not shipped:
+            raise InvalidInput("goods cannot have been received: the order has not shipped",
+                               rule="AS-2")
+        after_completion = order.status is OrderStatus.COMPLETED
+        chosen = cls._choose_lines(order, lines)
+        line_objs = [order.line(no) for no, _ in chosen]
+        for line in line_objs:
+            if line.open_case_id:
+                raise ActionNotAllowed(
+                    f"order {order.id} line {line.line_no} already has open case "
+                    f"{line.open_case_id}", rule="AS-5", entity=order.id, action="open_case",
+                    code="case_already_open")
+        if after_completion:
+            cls._check_window(order, line_objs, case_type, now, policy)
+        if reason is Reason.NO_REASON_7D:
+            cls._check_no_reason(order, line_objs, case_type, now, policy)
+        allowed = sum((order.line(no).value_of(q) for no, q in chosen),
+                      Money.zero(order.currency))
+        if amount is None:
+            amount = allowed
+        elif case_type is CaseType.REFUND_ONLY and not received and amount != allowed:
+            raise InvalidInput(f"before receipt the refund is the full paid amount {allowed} "
+                               f"and cannot be edited (asked {amount})", rule="AS-2")
+        if amount.currency != order.currency:
+            raise InvalidInput(f"amount currency {amount.currency} is not {order.currency}")
+        if amount > allowed:
+            raise AmountExceedsPaid(f"amount {amount} exceeds what the lines can still refund "
+                                    f"({allowed})", rule="AS-6")
+        if not amount.is_positive:
+            raise InvalidInput(f"nothing to claim: amount is {amount}", rule="AS-6")
+        seller_fault = reason.value in policy.after_sales.seller_fault_reasons
+        case = cls(
+            id=case_id, order_id=order.id, buyer_id=order.buyer_id, seller_id=order.seller_id,
+            type=case_type, reason=reason, status=S.AWAITING_SELLER, received=received,
+            lines=tuple(chosen), amount=amount, refunded=Money.zero(order.currency),
+            opened_at=now, after_completion=after_completion, shipped_when_opened=shipped,
+            freight_payer="seller" if seller_fault else "buyer",  # FR-1..FR-3
+            seller_responsible=seller_fault, policy_id=policy.id,
+            policy_version=policy.version, description=description,
+        )
+        deadline, kind = deadline_for(case, S.AWAITING_SELLER, now, policy)
+        init = {k: getattr(case, k) for k in _INIT_FIELDS}
+        case.seq = 0
+        case._record("CaseOpened", now, actor, "AS-1",
+                     {**init, "deadline": deadline, "deadline_kind": kind})
+        changes: dict[str, Any] = {f"line.{no}.open_case_id": case_id for no, _ in chosen}
+        if after_completion and policy.after_sales.once_per_line_after_completion:
+            changes.update({f"line.{no}.after_sales_used": True for no, _ in chosen})  # AS-5
+        order.set_lines("CaseOpened", now, actor, "AS-5", changes)
+        return case
+
+    @staticmethod
+    def _choose_lines(order: Order, lines: Sequence[tuple[int, int]] | None
+                      ) -> list[tuple[int, int]]:
+        if not lines:
+            return [(ln.line_no, ln.qty) for ln in order.lines]
+        seen: set[int] = set()
+        chosen = []
+        for no, qty in lines:
+            line = order.line(no)
+            if no in seen:
+                raise InvalidInput(f"line {no} is listed twice")
+            if not 0 < qty <= line.qty:
+                raise InvalidInput(f"line {no}: quantity {qty} is not between 1 and {line.qty}")
+            seen.add(no)
+            chosen.append((no, qty))
+        return chosen
+
+    @staticmethod
+    def _check_window(order: Order, lines: list[OrderLine], case_type: CaseType, now: datetime,
+                      policy: Policy) -> None:
+        """AS-4 window after completion, AS-5 once per line, AS-7 warranty repairs."""
+        assert order.completed_at is not None
+        window_end = order.completed_at + policy.after_sales.window_after_completion
+        for line in lines:
+            if case_type is CaseType.REPAIR and warranty_covers(line, order.completed_at, now):
+                continue  # AS-7: warranty repairs are not limited by the window or AS-5
+            if now > window_end:
+                raise ActionNotAllowed(
+                    f"order {order.id}: the after-sales window closed at "
+                    f"{window_end.isoformat()} ({policy.after_sales.window_after_completion} "
+                    f"after completion)", rule="AS-4", entity=order.id, action="open_case",
+                    status=order.status.value, code="window_closed")
+            if line.after_sales_used and policy.after_sales.once_per_line_after_completion:
+                raise ActionNotAllowed(
+                    f"order {order.id} line {line.line_no}: after-sales after completion is "
+                    f"allowed once per line and was used", rule="AS-5", entity=order.id,
+                    action="open_case", status=order.status.value, code="chance_used")
+
+    @staticmethod
+    def _check_no_reason(order: Order, lines: list[OrderLine], case_type: CaseType,
+                         now: datetime, policy: Policy) -> None:
+        """§9 7-day no-reason return: listing must offer it, goods must come back, and it runs
+        7 calendar days from the day after signing (in the pack's timezone)."""
+        if case_type not in (CaseType.RETURN_REFUND, CaseType.EXCHANGE):
+            raise ActionNotAllowed("a no-reason request is a return (return_refund or exchange)",
+                                   rule="FR-3", entity=order.id, action="open_case")
+        for line in lines:
+            if not line.no_reason_7d or line.category in policy.after_sales.no_reason_excluded:
+                raise ActionNotAllowed(
+                    f"order {order.id} line {line.line_no}: the listing has no 7-day no-reason "
+                    f"return", rule="IN-9", entity=order.id, action="open_case",
+                    code="no_reason_excluded")
+        if order.delivered_at is not None:
+            end = no_reason_deadline(order.delivered_at, policy)
+            if now >= end:
+                raise ActionNotAllowed(
+                    f"order {order.id}: the no-reason return period ended {end.isoformat()}",
+                    rule="AS-3", entity=order.id, action="open_case", code="window_closed")
+
+    # -- acting -------------------------------------------------------------------------------
+    def act(
+        self,
+        action: Action,
+        actor: Actor,
+        now: datetime,
+        policy: Policy,
+        order: Order,
+        **args: Any,
+    ) -> Event:
+        """Take one action. Checks actor, status and guards first; a refusal changes nothing."""
+        require_aware(now)
+        self._check_actor(action, actor)
+        t = find_transition(self.status, action, self.type)
+        if t is None or actor.role not in t.by:
+            allowed = ", ".join(a.value for a in allowed_actions(self.status, self.type)) or "none"
+            raise ActionNotAllowed(
+                f"case {self.id}: {action.value} is not allowed in status {self.status.value} "
+                f"for a {self.type.value} case (allowed: {allowed})",
+                rule=t.rule if t else None, entity=self.id, action=action.value,
+                status=self.status.value)
+        if action is Action.TIMEOUT and (self.deadline is None or now < self.deadline):
+            raise ActionNotAllowed(f"case {self.id}: deadline not reached", entity=self.id,
+                                   action="timeout", status=self.status.value)
+        changes = self._guard_and_collect(t, actor, now, policy, order, args)
+        return self._transition(t, actor, now, policy, order, changes)
+
+    def _check_actor(self, action: Action, actor: Actor) -> None:
+        if actor.role is Role.BUYER and actor.id != self.buyer_id:
+            raise WrongActor(f"{actor} is not the buyer of case {self.id}", entity=self.id,
+                             action=action.value, status=self.status.value)
+        if actor.role is Role.SELLER and actor.id != self.seller_id:
+            raise WrongActor(f"{actor} is not the seller of case {self.id}", entity=self.id,
+                             action=action.value, status=self.status.value)
+        if actor.role not in (Role.BUYER, Role.SELLER, Role.SYSTEM):
+            raise WrongActor(f"{actor} cannot {action.value} case {self.id}", entity=self.id,
+                             action=action.value, status=self.status.value)
+
+    def _guard_and_collect(self, t: Transition, actor: Actor, now: datetime, policy: Policy,
+                           order: Order, args: Mapping[str, Any]) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        a = t.action
+        if a is Action.AGREE and t.target is S.AWAITING_RETURN:
+            changes["return_address"] = args.get("return_address") or "seller's default address"
+        elif a is Action.REJECT:
+            why = str(args.get("reason") or "").strip()
+            if not why:
+                raise InvalidInput("a rejection needs a reason", rule="RF-1")
+            changes["rejection_reason"] = why
+        elif a is Action.OFFER:
+            offer = args.get("amount")
+            if not isinstance(offer, Money) or not offer.is_positive:
+                raise InvalidInput("an offer needs a positive amount", rule="RF-1")
+            if offer >= self.amount:
+                raise InvalidInput(f"an offer must be below the requested {self.amount}; "
+                                   f"to give it all, agree", rule="RF-1")
+            changes["offer"] = offer
+        elif a is Action.RESUBMIT:
+            amount = args.get("amount")
+            if amount is not None:
+                allowed = sum((order.line(no).value_of(q) for no, q in self.lines),
+                              Money.zero(order.currency))
+                if amount > allowed:
+                    raise AmountExceedsPaid(f"amount {amount} exceeds {allowed}", rule="AS-6")
+                if not amount.is_positive:
+                    raise InvalidInput("amount must be positive", rule="AS-6")
+                changes["amount"] = amount
+            changes["offer"] = None
+            if args.get("description"):
+                changes["description"] = str(args["description"])
+        elif a in (Action.SHIP_RETURN, Action.SHIP_REPLACEMENT):
+            carrier = str(args.get("carrier") or "").strip()
+            tracking = str(args.get("tracking") or "").strip()
+            if not carrier or not tracking:
+                raise InvalidInput("carrier and tracking number are required", rule=t.rule)
+            if a is Action.SHIP_RETURN:
+                method = str(args.get("method") or "express")
+                if method not in ("express", "surface"):
+                    raise InvalidInput("method is express or surface", rule="RF-5")
+                changes.update(return_carrier=carrier, return_tracking=tracking,
+                               return_method=method)
+            else:
+                changes.update(replacement_carrier=carrier, replacement_tracking=tracking)
+        elif a is Action.ESCALATE and actor.role is Role.SELLER:
+            opens = self.opened_at + policy.deadlines.seller_escalation_after
+            if now < opens:
+                raise ActionNotAllowed(
+                    f"case {self.id}: the seller may ask for intervention from "
+                    f"{opens.isoformat()} ({policy.deadlines.seller_escalation_after.days} days "
+                    f"after the request), not before", rule="IN-2", entity=self.id,
+                    action="escalate", status=self.status.value, code="too_early")
+        if a is Action.ESCALATE:
+            changes["escalated_by"] = actor.role.value
+        return changes
+
+    def _transition(self, t: Transition, actor: Actor, now: datetime, policy: Policy,
+                    order: Order, changes: dict[str, Any]) -> Event:
+        target = t.target
+        changes["status"] = target
+        if t.refund != "none":
+            amount = self.amount if t.refund == "requested" else self.offer
+            assert amount is not None
+            parts = order.allocate(self.lines, amount)
+            order.refund(parts, case_id=self.id, actor=actor, at=now,
+                         reason=f"case {self.id} ({self.type.value}, {self.reason.value})",
+                         rule=t.rule)
+            changes["refunded"] = self.refunded + amount
+        if target is S.CLOSED:
+            outcome = t.outcome or REPLACEMENT_OUTCOME[self.type]
+            changes.update(outcome=outcome, closed_at=now,
+                           decided_by="timeout" if actor.role is Role.SYSTEM
+                           else actor.role.value)
+            order.set_lines("CaseClosed", now, actor, t.rule,
+                            {f"line.{no}.open_case_id": None for no, _ in self.lines})
+        if t.decides and t.rule not in self.rules:
+            changes["rules"] = (*self.rules, t.rule)
+        probe = _Probe(self.shipped_when_opened, changes.get("return_method", self.return_method))
+        deadline, kind = deadline_for(probe, target, now, policy)  # type: ignore[arg-type]
+        changes.update(deadline=deadline, deadline_kind=kind)
+        return self._record(EVENT_NAMES[t.action], now, actor, t.rule, changes)
+
+    def on_deadline(self, now: datetime, policy: Policy, order: Order) -> Event | None:
+        """Apply the automatic outcome of the running timer if it is due; else nothing.
+        Re-running at the same time does nothing: the transition moved the deadline."""
+        if self.deadline is None or now < self.deadline or not self.is_open:
+            return None
+        return self.act(Action.TIMEOUT, SYSTEM, now, policy, order)
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """The two facts `deadline_for` reads, before the event that sets them is applied."""
+
+    shipped_when_opened: bool
+    return_method: str | None
+
+
+def no_reason_deadline(delivered_at: datetime, policy: Policy) -> datetime:
+    """7 calendar days from the day after signing, in the pack's timezone (§9)."""
+    local = delivered_at.astimezone(policy.zone)
+    first_day = local.date() + timedelta(days=1)
+    end_day = first_day + timedelta(days=policy.after_sales.no_reason_days)
+    return datetime.combine(end_day, time(0), tzinfo=policy.zone)
+
+
+_INIT_FIELDS = (
+    "id", "order_id", "buyer_id", "seller_id", "type", "reason", "status", "received", "lines",
+    "amount", "refunded", "opened_at", "after_completion", "shipped_when_opened",
+    "freight_payer", "seller_responsible", "policy_id", "policy_version", "description",
+)
+_ENUMS: dict[str, type[StrEnum]] = {"status": CaseStatus, "outcome": Outcome, "type": CaseType,
+                                     "reason": Reason}
+_MUTABLE = frozenset({
+    *_INIT_FIELDS, "outcome", "decided_by", "rules", "deadline", "deadline_kind", "offer",
+    "return_address", "return_carrier", "return_tracking", "return_method",
+    "replacement_carrier", "replacement_tracking", "rejection_reason", "escalated_by",
+    "closed_at",
+})

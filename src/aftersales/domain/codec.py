@@ -1,0 +1,35 @@
+"""Encode event changes to JSON-safe values and back, so a stored log replays exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from aftersales.domain.money import Money
+
+
+def encode(value: Any) -> Any:
+    if isinstance(value, Money):
+        return {"$money": value.minor, "$cur": value.currency}
+    if isinstance(value, datetime):
+        return {"$at": value.isoformat()}
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    return value
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$money" in value:
+            return Money(int(value["$money"]), str(value["$cur"]))
+        if "$at" in value:
+            return datetime.fromisoformat(str(value["$at"]))
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(decode(v) for v in value)
+    return value

@@ -1,0 +1,292 @@
+"""Row <-> aggregate mapping and the queries the service layer needs.
+
+Saves use optimistic concurrency: `UPDATE ... WHERE id = :id AND version = :seen`; a lost race
+raises `ConcurrencyConflict` and the unit of work rolls everything back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from aftersales.domain import codec
+from aftersales.domain.cases import Case, CaseStatus, Outcome
+from aftersales.domain.errors import ConcurrencyConflict, NotFound, PolicyError
+from aftersales.domain.money import Money
+from aftersales.domain.orders import Order, OrderLine
+from aftersales.domain.types import (
+    Actor,
+    CaseType,
+    Event,
+    LedgerEntry,
+    OrderStatus,
+    Reason,
+    ShippingMode,
+)
+from aftersales.policy import loader
+from aftersales.policy.model import Policy
+from aftersales.store import tables as t
+
+_CASE_SCALARS = (
+    "id", "order_id", "buyer_id", "seller_id", "decided_by", "received", "opened_at",
+    "closed_at", "after_completion", "shipped_when_opened", "freight_payer",
+    "seller_responsible", "policy_id", "policy_version", "description", "deadline",
+    "deadline_kind", "return_address", "return_carrier", "return_tracking", "return_method",
+    "replacement_carrier", "replacement_tracking", "rejection_reason", "escalated_by",
+    "version", "seq",
+)
+_ORDER_SCALARS = (
+    "id", "buyer_id", "seller_id", "currency", "ship_to_city", "placed_at", "ship_by",
+    "shipped_at", "delivered_at", "completed_at", "closed_at", "auto_confirm_at", "carrier",
+    "tracking_no", "policy_id", "policy_version", "version", "seq",
+)
+
+
+def _events_rows(owner: str, owner_id: str, first_seq: int, events: Sequence[Event]
+                 ) -> list[dict[str, Any]]:
+    return [
+        {f"{owner}_id": owner_id, "seq": first_seq + i, "name": e.name, "at": e.at,
+         "actor": str(e.actor), "rule": e.rule, "changes": codec.encode(e.changes)}
+        for i, e in enumerate(events)
+    ]
+
+
+class Repository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._policies: dict[tuple[str, str], Policy] = {}
+
+    # -- orders -------------------------------------------------------------------------------
+    def get_order(self, order_id: str) -> Order:
+        row = self.conn.execute(select(t.orders).where(t.orders.c.id == order_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"unknown order {order_id!r}")
+        lines = self.conn.execute(
+            select(t.order_lines).where(t.order_lines.c.order_id == order_id)
+            .order_by(t.order_lines.c.line_no)).mappings().all()
+        cur = row["currency"]
+        return Order(
+            **{k: row[k] for k in _ORDER_SCALARS},
+            mode=ShippingMode(row["mode"]), status=OrderStatus(row["status"]),
+            lines=[OrderLine(
+                ln["line_no"], ln["sku"], ln["title"], ln["qty"], Money(ln["unit_price"], cur),
+                Money(ln["paid"], cur), Money(ln["refunded"], cur), ln["no_reason_7d"],
+                ln["category"], ln["warranty_days"], ln["warranty_kind"], ln["open_case_id"],
+                ln["after_sales_used"]) for ln in lines],
+        )
+
+    def add_order(self, order: Order) -> None:
+        due, kind = order.next_deadline()
+        try:
+            self.conn.execute(insert(t.orders).values(
+                **{k: getattr(order, k) for k in _ORDER_SCALARS if k not in ("version", "seq")},
+                mode=order.mode.value, status=order.status.value, next_deadline=due,
+                deadline_kind=kind, version=1, seq=order.seq))
+        except IntegrityError:
+            raise ConcurrencyConflict(f"order {order.id} already exists") from None
+        self.conn.execute(insert(t.order_lines), [
+            {"order_id": order.id, "line_no": ln.line_no, "sku": ln.sku, "title": ln.title,
+             "qty": ln.qty, "unit_price": ln.unit_price.minor, "paid": ln.paid.minor,
+             "refunded": ln.refunded.minor, "no_reason_7d": ln.no_reason_7d,
+             "category": ln.category, "warranty_days": ln.warranty_days,
+             "warranty_kind": ln.warranty_kind, "open_case_id": ln.open_case_id,
+             "after_sales_used": ln.after_sales_used} for ln in order.lines])
+        order.version = 1
+        self._flush_order(order)
+
+    def save_order(self, order: Order) -> None:
+        if not order.pending and not order.pending_ledger:
+            return
+        due, kind = order.next_deadline()
+        result = self.conn.execute(
+            update(t.orders).where(t.orders.c.id == order.id,
+                                   t.orders.c.version == order.version)
+            .values(status=order.status.value, shipped_at=order.shipped_at,
+                    delivered_at=order.delivered_at, completed_at=order.completed_at,
+                    closed_at=order.closed_at, auto_confirm_at=order.auto_confirm_at,
+                    carrier=order.carrier, tracking_no=order.tracking_no, ship_by=order.ship_by,
+                    next_deadline=due, deadline_kind=kind, version=order.version + 1,
+                    seq=order.seq))
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(f"order {order.id} was changed by someone else; "
+                                      "nothing was applied")
+        order.version += 1
+        for no in sorted(order.dirty_lines):
+            ln = order.line(no)
+            self.conn.execute(
+                update(t.order_lines)
+                .where(t.order_lines.c.order_id == order.id, t.order_lines.c.line_no == no)
+                .values(refunded=ln.refunded.minor, open_case_id=ln.open_case_id,
+                        after_sales_used=ln.after_sales_used))
+        self._flush_order(order)
+
+    def _flush_order(self, order: Order) -> None:
+        if order.pending:
+            first = order.seq - len(order.pending) + 1
+            self.conn.execute(insert(t.order_events),
+                              _events_rows("order", order.id, first, order.pending))
+        if order.pending_ledger:
+            self.add_ledger(order.pending_ledger)
+        order.pending.clear()
+        order.pending_ledger.clear()
+        order.dirty_lines.clear()
+
+    def add_ledger(self, entries: Iterable[LedgerEntry]) -> None:
+        self.conn.execute(insert(t.ledger), [
+            {"order_id": e.order_id, "case_id": e.case_id, "line_no": e.line_no,
+             "kind": e.kind.value, "amount": e.amount.minor, "currency": e.amount.currency,
+             "points": e.points, "buyer_id": e.buyer_id, "seller_id": e.seller_id,
+             "reason": e.reason, "rule": e.rule, "at": e.at} for e in entries])
+
+    def orders_by_tracking(self, tracking_no: str) -> list[str]:
+        rows = self.conn.execute(select(t.shipments.c.order_id).where(
+            t.shipments.c.tracking_no == tracking_no, t.shipments.c.kind == "outbound"))
+        return sorted({r[0] for r in rows})
+
+    def add_shipment(self, order_id: str, kind: str, carrier: str, tracking_no: str,
+                     at: datetime, weight_g: int | None = None,
+                     case_id: str | None = None) -> None:
+        self.conn.execute(insert(t.shipments).values(
+            order_id=order_id, case_id=case_id, kind=kind, carrier=carrier,
+            tracking_no=tracking_no, weight_g=weight_g, shipped_at=at))
+
+    def add_tracking_event(self, tracking_no: str, kind: str, city: str | None,
+                           at: datetime) -> None:
+        self.conn.execute(insert(t.tracking_events).values(
+            tracking_no=tracking_no, kind=kind, city=city, at=at))
+
+    # -- cases --------------------------------------------------------------------------------
+    def get_case(self, case_id: str) -> Case:
+        row = self.conn.execute(select(t.cases).where(t.cases.c.id == case_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"unknown case {case_id!r}")
+        return self._case_from_row(row)
+
+    @staticmethod
+    def _case_from_row(row: Any) -> Case:
+        cur = row["currency"]
+        return Case(
+            **{k: row[k] for k in _CASE_SCALARS},
+            type=CaseType(row["type"]), reason=Reason(row["reason"]),
+            status=CaseStatus(row["status"]), outcome=Outcome(row["outcome"]),
+            lines=tuple((int(a), int(b)) for a, b in row["lines"]),
+            amount=Money(row["amount"], cur), refunded=Money(row["refunded"], cur),
+            offer=Money(row["offer"], cur) if row["offer"] is not None else None,
+            rules=tuple(row["rules"]),
+        )
+
+    def _case_values(self, case: Case) -> dict[str, Any]:
+        return {
+            **{k: getattr(case, k) for k in _CASE_SCALARS},
+            "type": case.type.value, "reason": case.reason.value, "status": case.status.value,
+            "outcome": case.outcome.value, "lines": [list(x) for x in case.lines],
+            "currency": case.amount.currency, "amount": case.amount.minor,
+            "refunded": case.refunded.minor,
+            "offer": case.offer.minor if case.offer is not None else None,
+            "rules": list(case.rules),
+        }
+
+    def add_case(self, case: Case) -> None:
+        values = self._case_values(case)
+        values["version"] = 1
+        try:
+            self.conn.execute(insert(t.cases).values(**values))
+        except IntegrityError:
+            raise ConcurrencyConflict(f"case {case.id} already exists") from None
+        case.version = 1
+        self._flush_case(case)
+
+    def save_case(self, case: Case) -> None:
+        if not case.pending:
+            return
+        values = self._case_values(case)
+        values["version"] = case.version + 1
+        result = self.conn.execute(update(t.cases).where(
+            t.cases.c.id == case.id, t.cases.c.version == case.version).values(**values))
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(f"case {case.id} was changed by someone else; "
+                                      "nothing was applied")
+        case.version += 1
+        self._flush_case(case)
+
+    def _flush_case(self, case: Case) -> None:
+        first = case.seq - len(case.pending) + 1
+        try:
+            self.conn.execute(insert(t.case_events),
+                              _events_rows("case", case.id, first, case.pending))
+        except IntegrityError:
+            raise ConcurrencyConflict(f"case {case.id} log moved on; nothing was applied") from None
+        case.pending.clear()
+
+    def case_events(self, case_id: str) -> list[Event]:
+        return [self._event(r) for r in self.conn.execute(
+            select(t.case_events).where(t.case_events.c.case_id == case_id)
+            .order_by(t.case_events.c.seq)).mappings()]
+
+    def order_events(self, order_id: str) -> list[Event]:
+        return [self._event(r) for r in self.conn.execute(
+            select(t.order_events).where(t.order_events.c.order_id == order_id)
+            .order_by(t.order_events.c.seq)).mappings()]
+
+    @staticmethod
+    def _event(row: Any) -> Event:
+        return Event(row["name"], row["at"], Actor.parse(row["actor"]), row["rule"],
+                     codec.decode(row["changes"]))
+
+    # -- deadlines ----------------------------------------------------------------------------
+    def claim_due_cases(self, now: datetime, limit: int) -> list[str]:
+        """Ids of cases whose deadline has passed, oldest first. On PostgreSQL the rows stay
+        locked until commit and rows another worker holds are skipped (SKIP LOCKED)."""
+        q = (select(t.cases.c.id).where(t.cases.c.deadline <= now)
+             .order_by(t.cases.c.deadline).limit(limit))
+        if self.conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return [r[0] for r in self.conn.execute(q)]
+
+    def claim_due_orders(self, now: datetime, limit: int) -> list[str]:
+        q = (select(t.orders.c.id).where(t.orders.c.next_deadline <= now)
+             .order_by(t.orders.c.next_deadline).limit(limit))
+        if self.conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return [r[0] for r in self.conn.execute(q)]
+
+    def next_due(self) -> datetime | None:
+        a = self.conn.execute(select(func.min(t.cases.c.deadline))).scalar()
+        b = self.conn.execute(select(func.min(t.orders.c.next_deadline))).scalar()
+        known = [x for x in (a, b) if x is not None]
+        return min(known) if known else None
+
+    # -- policy packs -------------------------------------------------------------------------
+    def register_policy(self, policy: Policy, now: datetime) -> None:
+        """Store a pack version so that cases pinned to it keep working after the file moves on.
+        The same id and version with different numbers is refused: bump the version."""
+        body = loader.to_dict(policy)
+        dig = loader.digest(body)
+        key = (policy.id, policy.version)
+        if key in self._policies:
+            return
+        row = self.conn.execute(select(t.policy_packs.c.digest).where(
+            t.policy_packs.c.id == policy.id, t.policy_packs.c.version == policy.version)).first()
+        if row is None:
+            self.conn.execute(insert(t.policy_packs).values(
+                id=policy.id, version=policy.version, digest=dig, body=body, registered_at=now))
+        elif row[0] != dig:
+            raise PolicyError(f"policy {policy.id} version {policy.version} is already in use "
+                              "with different numbers; give the changed pack a new version")
+        self._policies[key] = policy
+
+    def get_policy(self, policy_id: str, version: str) -> Policy:
+        key = (policy_id, version)
+        if key not in self._policies:
+            row = self.conn.execute(select(t.policy_packs.c.body).where(
+                t.policy_packs.c.id == policy_id, t.policy_packs.c.version == version)).first()
+            if row is None:
+                raise NotFound(f"policy {policy_id} version {version} is not registered")
+            body = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+            self._policies[key] = loader.build(body, f"{policy_id}@{version}")
+        return self._policies[key]
