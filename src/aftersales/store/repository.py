@@ -290,3 +290,15 @@ class Repository:
             body = row[0] if isinstance(row[0], dict) else json.loads(row[0])
             self._policies[key] = loader.build(body, f"{policy_id}@{version}")
         return self._policies[key]
+
+    # -- small helpers used by the service ----------------------------------------------------
+    def is_known_tracking(self, tracking_no: str) -> bool:
+        return self.conn.execute(select(t.shipments.c.id).where(
+            t.shipments.c.tracking_no == tracking_no).limit(1)).first() is not None
+
+    def refresh_order_deadline(self, order: Order) -> None:
+        """Recompute a stale next_deadline (e.g. auto-confirm frozen by an open case)."""
+        due, kind = order.next_deadline()
+        self.conn.execute(update(t.orders).where(t.orders.c.id == order.id,
+                                                 t.orders.c.version == order.version)
+                          .values(next_deadline=due, deadline_kind=kind))

@@ -1,0 +1,220 @@
+"""The service: one handler per command, each inside one unit of work.
+
+Handlers load aggregates, let the domain decide, save, and return the events. Nothing else
+commits. A lost optimistic race raises `ConcurrencyConflict` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from aftersales.domain import codec
+from aftersales.domain.cases import Case
+from aftersales.domain.errors import InvalidInput, NotFound
+from aftersales.domain.orders import Order
+from aftersales.domain.types import Event, Role, require_aware
+from aftersales.policy import loader
+from aftersales.policy.model import Policy
+from aftersales.service.commands import (
+    CaseCommand,
+    Command,
+    ConfirmReceipt,
+    OpenCase,
+    PlaceOrder,
+    Published,
+    RecordScan,
+    Result,
+    Ship,
+)
+from aftersales.store.repository import Repository
+from aftersales.store.uow import UnitOfWork
+
+C = TypeVar("C", bound=Command)
+IdFactory = Callable[[str], str]
+
+
+def random_ids(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class PolicySource:
+    """Where current packs come from: the built-in YAML files, optionally with overrides
+    (the scenario runner's `overrides:`). Versions already registered stay as they were."""
+
+    def __init__(self, default: str = loader.DEFAULT_POLICY,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.default = default
+        self.overrides = overrides or {}
+        self._current: dict[str, Policy] = {}
+
+    def current(self, policy_id: str | None) -> Policy:
+        pid = policy_id or self.default
+        if pid not in self._current:
+            self._current[pid] = loader.load(pid, self.overrides.get(pid))
+        return self._current[pid]
+
+
+class Service:
+    def __init__(self, engine: Engine, *, policies: PolicySource | None = None,
+                 ids: IdFactory = random_ids) -> None:
+        self.engine = engine
+        self.policies = policies or PolicySource()
+        self.ids = ids
+        self._pinned: dict[tuple[str, str], Policy] = {}
+        self._registered: set[tuple[str, str]] = set()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def uow(self) -> Iterator[UnitOfWork]:
+        with UnitOfWork(self.engine) as uow:
+            yield uow
+
+    def pinned_policy(self, repo: Repository, policy_id: str, version: str) -> Policy:
+        """The pack a case or order was opened under; versions never change once stored."""
+        key = (policy_id, version)
+        if key not in self._pinned:
+            self._pinned[key] = repo.get_policy(policy_id, version)
+        return self._pinned[key]
+
+    def _current_policy(self, repo: Repository, policy_id: str | None, now: datetime) -> Policy:
+        policy = self.policies.current(policy_id)
+        key = (policy.id, policy.version)
+        if key not in self._registered:
+            repo.register_policy(policy, now)
+            self._registered.add(key)
+            self._pinned[key] = policy
+        return policy
+
+    def handle(self, cmd: Command, now: datetime) -> Result:
+        """Run one command at time `now` in its own transaction."""
+        require_aware(now, "now")
+        handler = self._handler_for(cmd)
+        with self.uow() as uow:
+            try:
+                result = handler(uow.repo, cmd, now)
+                uow.commit()
+            except BaseException:
+                self._registered.clear()  # a rolled-back registration must be redone
+                raise
+        return result
+
+    def _handler_for(self, cmd: Command) -> Callable[[Repository, Any, datetime], Result]:
+        if isinstance(cmd, CaseCommand):
+            return self._case_action
+        table: dict[type[Command], Callable[[Repository, Any, datetime], Result]] = {
+            PlaceOrder: self._place_order, Ship: self._ship, RecordScan: self._scan,
+            ConfirmReceipt: self._confirm_receipt, OpenCase: self._open_case,
+        }
+        try:
+            return table[type(cmd)]
+        except KeyError:
+            raise InvalidInput(f"unknown command {type(cmd).__name__}") from None
+
+    # -- orders -------------------------------------------------------------------------------
+    def _place_order(self, repo: Repository, cmd: PlaceOrder, now: datetime) -> Result:
+        policy = self._current_policy(repo, cmd.policy_id, now)
+        order = Order.place(order_id=cmd.order_id or self.ids("ord"), buyer=cmd.actor,
+                            seller_id=cmd.seller_id, mode=cmd.mode, lines=cmd.lines, now=now,
+                            policy=policy, ship_by=cmd.ship_by, ship_to_city=cmd.ship_to_city)
+        out = _published("order", order.id, order.pending)
+        repo.add_order(order)
+        return Result(out, order_id=order.id)
+
+    def _ship(self, repo: Repository, cmd: Ship, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        if cmd.weight_g is not None and cmd.weight_g <= 0:
+            raise InvalidInput("weight_g must be positive")
+        order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        repo.add_shipment(order.id, "outbound", cmd.carrier, cmd.tracking, now, cmd.weight_g)
+        return Result(out, order_id=order.id)
+
+    def _scan(self, repo: Repository, cmd: RecordScan, now: datetime) -> Result:
+        if cmd.actor.role is not Role.SYSTEM:
+            raise InvalidInput("carrier scans come from the system (carrier feed)")
+        order_ids = repo.orders_by_tracking(cmd.tracking)
+        if not order_ids and not repo.is_known_tracking(cmd.tracking):
+            raise NotFound(f"unknown tracking number {cmd.tracking!r}")
+        repo.add_tracking_event(cmd.tracking, cmd.event.value, cmd.city, now)
+        out: list[Published] = []
+        for order_id in order_ids:
+            order = repo.get_order(order_id)
+            order.scanned(cmd.event, now, cmd.city)
+            out += _published("order", order.id, order.pending)
+            repo.save_order(order)
+        return Result(out)
+
+    def _confirm_receipt(self, repo: Repository, cmd: ConfirmReceipt, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        order.confirm_receipt(cmd.actor, now)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        return Result(out, order_id=order.id)
+
+    # -- cases --------------------------------------------------------------------------------
+    def _open_case(self, repo: Repository, cmd: OpenCase, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        policy = self._current_policy(repo, order.policy_id, now)  # pinned from here on
+        case = Case.open(case_id=cmd.case_id or self.ids("case"), order=order, actor=cmd.actor,
+                         case_type=cmd.type, reason=cmd.reason, now=now, policy=policy,
+                         received=cmd.received, lines=cmd.lines, amount=cmd.amount,
+                         description=cmd.description)
+        out = _published("case", case.id, case.pending) + _published("order", order.id,
+                                                                      order.pending)
+        repo.add_case(case)
+        repo.save_order(order)
+        return Result(out, order_id=order.id, case_id=case.id)
+
+    def _case_action(self, repo: Repository, cmd: CaseCommand, now: datetime) -> Result:
+        case = repo.get_case(cmd.case_id)
+        order = repo.get_order(case.order_id)
+        policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
+        case.act(cmd.ACTION, cmd.actor, now, policy, order, **cmd.args())
+        out = _published("case", case.id, case.pending) + _published("order", order.id,
+                                                                      order.pending)
+        if case.return_tracking and cmd.ACTION.value == "ship_return":
+            repo.add_shipment(order.id, "return", case.return_carrier or "", case.return_tracking,
+                              now, case_id=case.id)
+        if case.replacement_tracking and cmd.ACTION.value == "ship_replacement":
+            repo.add_shipment(order.id, "replacement", case.replacement_carrier or "",
+                              case.replacement_tracking, now, case_id=case.id)
+        repo.save_case(case)
+        repo.save_order(order)
+        return Result(out, order_id=order.id, case_id=case.id)
+
+    # -- deadlines (the worker calls these) ---------------------------------------------------
+    def fire_case_deadline(self, repo: Repository, case_id: str, now: datetime) -> list[Published]:
+        case = repo.get_case(case_id)
+        order = repo.get_order(case.order_id)
+        policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
+        if case.on_deadline(now, policy, order) is None:
+            return []
+        out = _published("case", case.id, case.pending) + _published("order", order.id,
+                                                                      order.pending)
+        repo.save_case(case)
+        repo.save_order(order)
+        return out
+
+    def fire_order_deadline(self, repo: Repository, order_id: str, now: datetime
+                            ) -> list[Published]:
+        order = repo.get_order(order_id)
+        order.on_deadline(now)
+        out = _published("order", order.id, order.pending)
+        if order.pending:
+            repo.save_order(order)
+        else:
+            repo.refresh_order_deadline(order)
+        return out
+
+
+def _published(aggregate: str, aggregate_id: str, events: list[Event]) -> list[Published]:
+    return [Published(aggregate, aggregate_id, e.name, e.at, str(e.actor), e.rule,
+                      codec.encode(e.changes)) for e in events]
