@@ -116,6 +116,15 @@ class Service:
         except KeyError:
             raise InvalidInput(f"unknown command {type(cmd).__name__}") from None
 
+    # -- reads --------------------------------------------------------------------------------
+    def order(self, order_id: str) -> Order:
+        with self.uow() as uow:
+            return uow.repo.get_order(order_id)
+
+    def case(self, case_id: str) -> Case:
+        with self.uow() as uow:
+            return uow.repo.get_case(case_id)
+
     # -- orders -------------------------------------------------------------------------------
     def _place_order(self, repo: Repository, cmd: PlaceOrder, now: datetime) -> Result:
         policy = self._current_policy(repo, cmd.policy_id, now)

@@ -1,0 +1,170 @@
+"""Command line: thin. Parse, call the service, map errors to exit codes (1 refused, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from aftersales.bootstrap import bootstrap
+from aftersales.domain.errors import AftersalesError, PolicyError
+from aftersales.policy import loader
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="aftersales: after-sales and dispute-resolution engine for marketplaces.")
+scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files (SCENARIOS.md).")
+policy_app = typer.Typer(no_args_is_help=True, help="Policy packs.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+case_app = typer.Typer(no_args_is_help=True, help="Inspect cases.")
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+app.add_typer(case_app, name="case")
+
+DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (default: "
+                                              "$AFTERSALES_DATABASE_URL or sqlite:///aftersales.db)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@scenario_app.command("run")
+def scenario_run(file: Path, as_json: JsonOption = False, db: DbOption = None) -> None:
+    """Play FILE.yaml; exit 0 when every expectation holds, 1 when one fails, 2 if invalid."""
+    from aftersales.scenario.parser import ScenarioError, parse
+    from aftersales.scenario.runner import ExpectationFailed, counter_ids, run
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}", 2)
+    tmp = None
+    try:
+        scenario = parse(text)
+        overrides = {scenario.policy: scenario.overrides} if scenario.overrides else None
+        if db is None:
+            tmp = tempfile.TemporaryDirectory(prefix="aftersales-scenario-")
+            url, ids = f"sqlite:///{tmp.name}/scenario.db", counter_ids()
+            service = bootstrap(url, policy=scenario.policy, overrides=overrides, ids=ids)
+        else:
+            service = bootstrap(db, policy=scenario.policy, overrides=overrides)
+        result = run(scenario, service)
+        state = result.state()
+        service.engine.dispose()
+    except ScenarioError as exc:
+        _fail(f"{file}: {exc}", 2)
+    except PolicyError as exc:
+        _fail(f"{file}: {exc}", 2)
+    except ExpectationFailed as exc:
+        _fail(f"{file}: {exc}", 1)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if as_json:
+        typer.echo(json.dumps(state, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(file, result.log, state)
+
+
+def _print_summary(file: Path, log: list[str], state: dict[str, Any]) -> None:
+    typer.echo(f"{file}: {len(log)} actions, every expectation holds "
+               f"(policy {state['policy']['id']} {state['policy']['version']}, "
+               f"clock {state['clock']})")
+    for name, o in state["orders"].items():
+        typer.echo(f"  order {name}: {o['status']}, paid {o['paid']}, refunded {o['refunded']}")
+    for name, cs in state["cases"].items():
+        typer.echo(f"  case {name}: {cs['type']} / {cs['reason']}: {cs['status']}, "
+                   f"outcome {cs['outcome']}, refunded {cs['refunded']}, decided by "
+                   f"{cs['decided_by']}, rules {', '.join(cs['rules']) or '-'}")
+    ledger = state["ledger"]
+    typer.echo(f"  ledger: paid {ledger['paid']}, refunds {ledger['refunds']}, "
+               f"compensation {ledger['compensation']}, coupons {ledger['coupons']}")
+
+
+@policy_app.command("show")
+def policy_show(policy_id: Annotated[str, typer.Argument(help="Pack id or YAML file")] = "taobao",
+                as_json: JsonOption = False) -> None:
+    """Print a policy pack, validated (exit 2 for a bad pack)."""
+    try:
+        policy = loader.load(policy_id)
+    except PolicyError as exc:
+        _fail(str(exc), 2)
+    body = loader.to_dict(policy)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(yaml.safe_dump(body, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Apply the migrations (the other commands do this by themselves)."""
+    bootstrap(db)
+    typer.echo("schema is current")
+
+
+@app.command()
+def worker(db: DbOption = None,
+           once: Annotated[bool, typer.Option(help="One round, then exit.")] = False,
+           interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,
+           batch: Annotated[int, typer.Option(help="Items claimed per batch.")] = 200) -> None:
+    """Run the deadline loop: apply automatic outcomes when a party stays silent."""
+    import logging
+
+    from aftersales.service.worker import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stats = serve_forever(bootstrap(db), interval=interval, batch=batch, once=once)
+    if once:
+        typer.echo(json.dumps({"cases": stats.cases, "orders": stats.orders,
+                               "conflicts": stats.conflicts}))
+
+
+@case_app.command("show")
+def case_show(case_id: str, db: DbOption = None) -> None:
+    """A case's state and its event log."""
+    from aftersales.domain import codec
+    from aftersales.service.queries import case_view
+
+    service = bootstrap(db)
+    try:
+        with service.uow() as uow:
+            view = case_view(uow.repo.get_case(case_id))
+            view["log"] = [{"at": e.at.isoformat(), "name": e.name, "actor": str(e.actor),
+                            "rule": e.rule, "changes": codec.encode(e.changes)}
+                           for e in uow.repo.case_events(case_id)]
+    except AftersalesError as exc:
+        _fail(str(exc), 1)
+    typer.echo(json.dumps(view, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
+def demo(orders: Annotated[int, typer.Option(help="Orders to simulate.")] = 10_000,
+         days: Annotated[int, typer.Option(help="Simulated days.")] = 60,
+         seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+         db: DbOption = None, as_json: JsonOption = False,
+         policy: Annotated[str, typer.Option(help="Policy pack.")] = "taobao") -> None:
+    """Simulate a marketplace through the real service layer and worker; print a summary."""
+    from aftersales.demo import run_demo
+
+    run_demo(orders=orders, days=days, seed=seed, db=db, as_json=as_json, policy=policy)
+
+
+def main() -> None:
+    try:
+        app()
+    except AftersalesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Scenario files (../shared/spec/SCENARIOS.md): scripted marketplace timelines."""

@@ -1,0 +1,258 @@
+"""Play a scenario through the real service layer and deadline worker with a simulated clock."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aftersales.domain.errors import AftersalesError, InvalidInput, NotSupported
+from aftersales.domain.money import Money
+from aftersales.domain.orders import LineSpec
+from aftersales.domain.types import Actor, CaseType, Reason, ScanKind, ShippingMode
+from aftersales.scenario.parser import Scenario, ScenarioError, Step, parse_time
+from aftersales.service import commands as c
+from aftersales.service.handlers import Service
+from aftersales.service.queries import final_state
+from aftersales.service.worker import advance
+
+LATER = {
+    "declare_out_of_stock": "out-of-stock handling (shipping issue)",
+    "choose": "out-of-stock handling (shipping issue)",
+    "submit_evidence": "platform intervention", "request_proof": "platform intervention",
+    "rule": "platform intervention", "send_to_jury": "platform intervention",
+    "vote": "platform intervention", "complain": "platform intervention",
+}
+SIMPLE_CASE_ACTIONS: dict[str, type[c.CaseCommand]] = {
+    "accept_offer": c.AcceptOffer, "decline_offer": c.DeclineOffer,
+    "confirm_return": c.ConfirmReturn, "withdraw": c.Withdraw, "escalate": c.Escalate,
+}
+
+
+class ExpectationFailed(Exception):
+    """An `expect` did not hold, or an action was refused unexpectedly: exit status 1."""
+
+
+@dataclass
+class Run:
+    scenario: Scenario
+    service: Service
+    clock: datetime
+    orders: dict[str, str] = field(default_factory=dict)
+    cases: dict[str, str] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        policy = self.service.policies.current(self.scenario.policy)
+        with self.service.uow() as uow:
+            body = final_state(uow.repo, self.orders, self.cases, self.scenario.start.tzinfo)
+        return {"policy": {"id": policy.id, "version": policy.version},
+                "clock": self.clock.isoformat(), **body}
+
+
+def run(scenario: Scenario, service: Service) -> Run:
+    """Play every step; raises ExpectationFailed (exit 1) or ScenarioError (exit 2)."""
+    if scenario.stock:
+        raise ScenarioError(None, "stock: not supported yet (inventory arrives with the "
+                                  "shipping issue)")
+    r = Run(scenario, service, scenario.start)
+    for step in scenario.steps:
+        advance(service, step.at, start=r.clock)
+        r.clock = step.at
+        if step.expect is not None:
+            _check(r, step)
+        else:
+            _do(r, step)
+    return r
+
+
+def _do(r: Run, step: Step) -> None:
+    assert step.do is not None
+    where = f"step {step.index} (line {step.line}, {step.do})"
+    try:
+        cmd = _command(r, step)
+        result = r.service.handle(cmd, step.at)
+    except NotSupported as exc:
+        raise ScenarioError(step.line, f"step {step.index}: {exc.message}") from None
+    except AftersalesError as exc:
+        if step.expect_error is False:
+            raise ExpectationFailed(f"{where}: refused: {exc} (code {exc.code})") from None
+        if isinstance(step.expect_error, str) and step.expect_error != exc.code:
+            raise ExpectationFailed(f"{where}: refused with code {exc.code!r}, expected "
+                                    f"{step.expect_error!r}: {exc}") from None
+        r.log.append(f"{where}: refused as expected: {exc}")
+        return
+    if step.expect_error is not False:
+        raise ExpectationFailed(f"{where}: expected a refusal, but the action was accepted")
+    if step.do == "place_order":
+        r.orders[str(step.fields["order"])] = result.order_id or ""
+    if step.do == "open_case":
+        r.cases[str(step.fields["case"])] = result.case_id or ""
+    r.log.append(f"{where}: ok")
+
+
+def _check(r: Run, step: Step) -> None:
+    assert step.expect is not None
+    state = r.state()
+    for key, fields in step.expect.items():
+        kind, _, name = key.partition(" ")
+        section = {"case": "cases", "order": "orders", "seller": "sellers",
+                   "buyer": "buyers", "ledger": "ledger"}[kind]
+        actual_obj = state[section] if kind == "ledger" else state[section].get(name)
+        if actual_obj is None:
+            raise ExpectationFailed(f"step {step.index} (line {step.line}): no {kind} {name!r} "
+                                    "in the final state")
+        for fname, expected in fields.items():
+            if fname not in actual_obj:
+                raise ExpectationFailed(f"step {step.index} (line {step.line}): {key}.{fname}: "
+                                        f"no such field (known: {', '.join(sorted(actual_obj))})")
+            actual = actual_obj[fname]
+            if not _same(expected, actual):
+                raise ExpectationFailed(f"step {step.index} (line {step.line}): {key}.{fname}: "
+                                        f"expected {expected!r}, actual {actual!r}")
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, datetime) and isinstance(actual, str):
+        return expected == datetime.fromisoformat(actual)
+    if isinstance(expected, int | float) and not isinstance(expected, bool) \
+            and isinstance(actual, str):
+        return False  # money is compared as strings ("12.50"), never as numbers
+    return bool(expected == actual)
+
+
+# -- building commands --------------------------------------------------------------------------
+def _actor(step: Step) -> Actor:
+    return Actor.parse(step.actor or "system")
+
+
+def _order_id(r: Run, name: Any) -> str:
+    if str(name) not in r.orders:
+        raise InvalidInput(f"unknown order {name!r} (not placed in this scenario)")
+    return r.orders[str(name)]
+
+
+def _case_id(r: Run, name: Any) -> str:
+    if str(name) not in r.cases:
+        raise InvalidInput(f"unknown case {name!r} (not opened in this scenario)")
+    return r.cases[str(name)]
+
+
+def _money(value: Any, what: str) -> Money:
+    if isinstance(value, float):
+        raise InvalidInput(f"{what}: write money as a quoted string like \"59.00\", not {value}")
+    return Money.parse(value)
+
+
+def _enum(enum: Any, value: Any, what: str) -> Any:
+    try:
+        return enum(str(value))
+    except ValueError:
+        raise InvalidInput(f"{what}: {value!r} is not one of "
+                           f"{', '.join(e.value for e in enum)}") from None
+
+
+def _command(r: Run, step: Step) -> c.Command:
+    f, actor, do = step.fields, _actor(step), step.do
+    assert do is not None
+    if do in LATER:
+        raise NotSupported(f"{do} is not supported yet ({LATER[do]})")
+    if do == "place_order":
+        lines = f["lines"]
+        if not isinstance(lines, list) or not lines:
+            raise InvalidInput("lines: a non-empty list of {sku, qty, unit_price}")
+        specs = []
+        for ln in lines:
+            if not isinstance(ln, dict) or not {"sku", "qty", "unit_price"} <= set(ln):
+                raise InvalidInput("each line needs sku, qty and unit_price")
+            if not isinstance(ln["qty"], int) or isinstance(ln["qty"], bool):
+                raise InvalidInput(f"line {ln.get('sku')}: qty must be an integer")
+            specs.append(LineSpec(
+                sku=str(ln["sku"]), qty=ln["qty"], unit_price=_money(ln["unit_price"],
+                                                                     "unit_price"),
+                title=str(ln.get("title") or ""),
+                paid=_money(ln["paid"], "paid") if "paid" in ln else None,
+                no_reason_7d=bool(ln.get("no_reason_7d", True)),
+                category=ln.get("category"), warranty_days=int(ln.get("warranty_days", 0)),
+                warranty_kind=ln.get("warranty_kind")))
+        ship_by = (parse_time(f["ship_by"], r.scenario.start, step.line, "ship_by")
+                   if "ship_by" in f else None)
+        if str(f["order"]) in r.orders:
+            raise InvalidInput(f"order name {f['order']!r} is already used in this scenario")
+        return c.PlaceOrder(actor=actor, seller_id=str(f["seller"]),
+                            mode=_enum(ShippingMode, f["mode"], "mode"), lines=tuple(specs),
+                            ship_by=ship_by, ship_to_city=f.get("ship_to_city"),
+                            policy_id=str(f.get("policy") or r.scenario.policy))
+    if do == "ship":
+        if "lines" in f:
+            raise NotSupported("partial shipment (ship with lines) is not supported yet")
+        weight = f.get("weight_g")
+        return c.Ship(actor=actor, order_id=_order_id(r, f["order"]), carrier=str(f["carrier"]),
+                      tracking=str(f["tracking"]),
+                      weight_g=int(weight) if weight is not None else None)
+    if do == "scan":
+        return c.RecordScan(actor=actor, tracking=str(f["tracking"]),
+                            event=_enum(ScanKind, f["event"], "event"), city=f.get("city"))
+    if do == "confirm_receipt":
+        if "case" in f:
+            return c.ConfirmReplacement(actor=actor, case_id=_case_id(r, f["case"]))
+        if "order" not in f:
+            raise InvalidInput("confirm_receipt needs order (or case for a replacement)")
+        return c.ConfirmReceipt(actor=actor, order_id=_order_id(r, f["order"]))
+    if do == "open_case":
+        if str(f["case"]) in r.cases:
+            raise InvalidInput(f"case name {f['case']!r} is already used in this scenario")
+        order_id = _order_id(r, f["order"])
+        return c.OpenCase(actor=actor, order_id=order_id, type=_enum(CaseType, f["type"], "type"),
+                          reason=_enum(Reason, f["reason"], "reason"),
+                          received=f.get("received"), lines=_case_lines(r, order_id, f),
+                          amount=_money(f["amount"], "amount") if "amount" in f else None,
+                          description=str(f.get("description") or ""))
+    case_id = _case_id(r, f["case"])
+    if do in SIMPLE_CASE_ACTIONS:
+        return SIMPLE_CASE_ACTIONS[do](actor=actor, case_id=case_id)
+    if do == "agree":
+        return c.Agree(actor=actor, case_id=case_id, return_address=f.get("return_address"))
+    if do == "reject":
+        return c.Reject(actor=actor, case_id=case_id, reason=str(f["reason"]))
+    if do == "offer":
+        return c.MakeOffer(actor=actor, case_id=case_id, amount=_money(f["amount"], "amount"))
+    if do == "resubmit":
+        return c.Resubmit(actor=actor, case_id=case_id,
+                          amount=_money(f["amount"], "amount") if "amount" in f else None,
+                          description=str(f.get("description") or ""))
+    if do == "ship_return":
+        return c.ShipReturn(actor=actor, case_id=case_id, carrier=str(f["carrier"]),
+                            tracking=str(f["tracking"]), method=str(f.get("method", "express")))
+    if do == "ship_replacement":
+        return c.ShipReplacement(actor=actor, case_id=case_id, carrier=str(f["carrier"]),
+                                 tracking=str(f["tracking"]))
+    raise NotSupported(f"{do} is not supported yet")
+
+
+def _case_lines(r: Run, order_id: str, f: dict[str, Any]) -> tuple[tuple[int, int], ...] | None:
+    lines = f.get("lines")
+    if lines is None:
+        return None
+    if not isinstance(lines, list) or not lines:
+        raise InvalidInput("lines: a non-empty list of {sku, qty}")
+    order = r.service.order(order_id)
+    out = []
+    for ln in lines:
+        if not isinstance(ln, dict) or "sku" not in ln:
+            raise InvalidInput("each case line needs sku (and qty)")
+        line = order.line_by_sku(str(ln["sku"]))
+        out.append((line.line_no, int(ln.get("qty", line.qty))))
+    return tuple(out)
+
+
+def counter_ids(prefix_seed: str = "") -> Any:
+    """Deterministic engine ids (ord_1, case_1, ...) for reproducible runs."""
+    counters: dict[str, itertools.count[int]] = {}
+
+    def make(prefix: str) -> str:
+        n = next(counters.setdefault(prefix, itertools.count(1)))
+        return f"{prefix}_{prefix_seed}{n}"
+
+    return make

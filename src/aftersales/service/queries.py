@@ -1,0 +1,96 @@
+"""Read models: the final-state JSON of SCENARIOS.md and per-party totals, from the tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from typing import Any
+
+from sqlalchemy import select
+
+from aftersales.domain.cases import Case
+from aftersales.domain.money import Money
+from aftersales.domain.orders import Order
+from aftersales.store import tables as t
+from aftersales.store.repository import Repository
+
+
+def _iso(value: datetime | None, tz: tzinfo | None) -> str | None:
+    if value is None:
+        return None
+    return (value.astimezone(tz) if tz is not None else value).isoformat()
+
+
+def order_view(order: Order, tz: tzinfo | None = None) -> dict[str, Any]:
+    return {
+        "id": order.id, "status": order.status.value, "paid": str(order.paid),
+        "refunded": str(order.refunded), "seller": order.seller_id, "buyer": order.buyer_id,
+        "mode": order.mode.value, "ship_by": _iso(order.ship_by, tz),
+        "shipped_at": _iso(order.shipped_at, tz), "delivered_at": _iso(order.delivered_at, tz),
+        "completed_at": _iso(order.completed_at, tz),
+        "carrier": order.carrier, "tracking": order.tracking_no,
+        "violations": [], "compensation": str(Money.zero(order.currency)),
+        "lines": [{"line_no": ln.line_no, "sku": ln.sku, "qty": ln.qty, "paid": str(ln.paid),
+                   "refunded": str(ln.refunded), "after_sales_used": ln.after_sales_used}
+                  for ln in order.lines],
+    }
+
+
+def case_view(case: Case, tz: tzinfo | None = None) -> dict[str, Any]:
+    return {
+        "id": case.id, "order": case.order_id, "type": case.type.value,
+        "reason": case.reason.value, "status": case.status.value,
+        "outcome": case.outcome.value, "amount": str(case.amount),
+        "refunded": str(case.refunded), "decided_by": case.decided_by,
+        "freight_payer": case.freight_payer, "seller_responsible": case.seller_responsible,
+        "rules": list(case.rules), "received": case.received,
+        "opened_at": _iso(case.opened_at, tz), "closed_at": _iso(case.closed_at, tz),
+        "deadline": _iso(case.deadline, tz),
+        "deadline_kind": case.deadline_kind,
+        "offer": str(case.offer) if case.offer is not None else None,
+        "policy": {"id": case.policy_id, "version": case.policy_version},
+    }
+
+
+def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str, str],
+                tz: tzinfo | None = None) -> dict[str, Any]:
+    """The SCENARIOS.md final state for the named orders and cases (name -> engine id)."""
+    order_objs = {name: repo.get_order(oid) for name, oid in orders.items()}
+    case_objs = {name: repo.get_case(cid) for name, cid in cases.items()}
+    currency = next((o.currency for o in order_objs.values()), "CNY")
+    zero = Money.zero(currency)
+    sums: dict[str, Money] = defaultdict(lambda: zero)
+    buyers: dict[str, dict[str, Money]] = defaultdict(lambda: defaultdict(lambda: zero))
+    sellers: dict[str, dict[str, Any]] = {}
+    points: dict[str, int] = defaultdict(int)
+    ids = [o.id for o in order_objs.values()]
+    rows = repo.conn.execute(select(t.ledger).where(t.ledger.c.order_id.in_(ids))).mappings()
+    for row in rows:
+        amount = Money(row["amount"], row["currency"])
+        kind = row["kind"]
+        sums[kind] = sums[kind] + amount
+        if kind in ("refund", "compensation", "coupon"):
+            key = {"refund": "refunded", "compensation": "compensation", "coupon": "coupons"}[kind]
+            buyers[row["buyer_id"]][key] += amount
+        points[row["seller_id"]] += row["points"]
+    for order in order_objs.values():
+        sellers.setdefault(order.seller_id, {
+            "penalty_points": points[order.seller_id], "dispute_refunds": 0, "ship_timeouts": 0,
+            "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
+            "compensation_paid": str(zero)})
+        buyers[order.buyer_id]  # noqa: B018 - every buyer appears, even with nothing
+    for case in case_objs.values():
+        if (case.decided_by in ("staff", "jury") and case.seller_responsible
+                and case.refunded.is_positive):
+            sellers[case.seller_id]["dispute_refunds"] += 1  # IN-8
+    return {
+        "orders": {name: order_view(o, tz) for name, o in order_objs.items()},
+        "cases": {name: case_view(c, tz) for name, c in case_objs.items()},
+        "sellers": sellers,
+        "buyers": {b: {k: str(v[k]) for k in ("refunded", "compensation", "coupons")}
+                   for b, v in buyers.items()},
+        "ledger": {"paid": str(sums["payment"]), "refunds": str(sums["refund"]),
+                   "compensation": str(sums["compensation"]), "coupons": str(sums["coupon"])},
+    }
+
