@@ -1,4 +1,7 @@
-"""Command line: thin. Parse, call the service, map errors to exit codes (1 refused, 2 bad input)."""
+"""Command line, kept thin: parse, call the service, map errors to exit codes.
+
+Exit codes: 0 ok, 1 refused by the rules (or an expectation failed), 2 invalid input.
+"""
 
 from __future__ import annotations
 

@@ -268,7 +268,9 @@ class Case:
         it = iter(events)
         first = next(it)
         init = {k: v for k, v in first.changes.items() if k in _INIT_FIELDS}
-        case = cls(**{k: (_ENUMS[k](v) if k in _ENUMS else v) for k, v in init.items()})
+        fields: dict[str, Any] = {k: (_ENUMS[k](v) if k in _ENUMS else v)
+                                  for k, v in init.items()}
+        case = cls(**fields)
         case.seq = 0
         case.apply(Event(first.name, first.at, first.actor, first.rule,
                          {k: v for k, v in first.changes.items() if k not in _INIT_FIELDS}))

@@ -79,7 +79,7 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
             "penalty_points": points[order.seller_id], "dispute_refunds": 0, "ship_timeouts": 0,
             "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
             "compensation_paid": str(zero)})
-        buyers[order.buyer_id]  # noqa: B018 - every buyer appears, even with nothing
+        buyers[order.buyer_id]
     for case in case_objs.values():
         if (case.decided_by in ("staff", "jury") and case.seller_responsible
                 and case.refunded.is_positive):

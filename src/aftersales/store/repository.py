@@ -63,7 +63,8 @@ class Repository:
 
     # -- orders -------------------------------------------------------------------------------
     def get_order(self, order_id: str) -> Order:
-        row = self.conn.execute(select(t.orders).where(t.orders.c.id == order_id)).mappings().first()
+        q = select(t.orders).where(t.orders.c.id == order_id)
+        row = self.conn.execute(q).mappings().first()
         if row is None:
             raise NotFound(f"unknown order {order_id!r}")
         lines = self.conn.execute(
