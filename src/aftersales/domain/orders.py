@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from aftersales.domain.errors import (
@@ -34,6 +35,33 @@ from aftersales.policy.model import Policy
 
 AUTO_CONFIRM = "auto_confirm"
 RULE_AUTO_CONFIRM = "§9:auto_confirm_receipt"
+
+
+class OrderAction(StrEnum):
+    SHIP = "ship"  # tracking number uploaded (SH-8 notice)
+    DELIVER = "deliver"  # carrier scanned delivered / signed
+    CONFIRM_RECEIPT = "confirm_receipt"  # buyer confirms: 交易成功
+    AUTO_CONFIRM = "auto_confirm"  # §9: nobody confirmed within the period
+    CLOSE = "close"  # every line fully refunded before completion (RF-2)
+
+
+_O = OrderStatus
+# The order state machine, declared once: (status, action) -> (next status, rule).
+ORDER_TRANSITIONS: dict[tuple[OrderStatus, OrderAction], tuple[OrderStatus, str | None]] = {
+    (_O.PAID, OrderAction.SHIP): (_O.SHIPPED, "SH-8"),
+    (_O.SHIPPED, OrderAction.DELIVER): (_O.DELIVERED, None),
+    (_O.SHIPPED, OrderAction.CONFIRM_RECEIPT): (_O.COMPLETED, "AS-4"),
+    (_O.DELIVERED, OrderAction.CONFIRM_RECEIPT): (_O.COMPLETED, "AS-4"),
+    (_O.SHIPPED, OrderAction.AUTO_CONFIRM): (_O.COMPLETED, RULE_AUTO_CONFIRM),
+    (_O.DELIVERED, OrderAction.AUTO_CONFIRM): (_O.COMPLETED, RULE_AUTO_CONFIRM),
+    (_O.PAID, OrderAction.CLOSE): (_O.CLOSED, "RF-2"),
+    (_O.SHIPPED, OrderAction.CLOSE): (_O.CLOSED, "RF-2"),
+    (_O.DELIVERED, OrderAction.CLOSE): (_O.CLOSED, "RF-2"),
+}
+
+
+def order_can(status: OrderStatus, action: OrderAction) -> bool:
+    return (status, action) in ORDER_TRANSITIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +295,13 @@ class Order:
         return None, None
 
     # -- actions ------------------------------------------------------------------------------
+    def _next(self, action: OrderAction) -> OrderStatus:
+        """The only place an order's next status is read: from ORDER_TRANSITIONS."""
+        try:
+            return ORDER_TRANSITIONS[(self.status, action)][0]
+        except KeyError:
+            raise self._not_allowed(action.value, "not in the order state table") from None
+
     def _require(self, actor: Actor, role: Role, action: str) -> None:
         owner = self.buyer_id if role is Role.BUYER else self.seller_id
         if actor.role is not role or actor.id != owner:
@@ -284,32 +319,34 @@ class Order:
         """Upload the tracking number. SH-8: the buyer's shipping notice names carrier and
         number; the auto-confirm timer starts (§9)."""
         self._require(actor, Role.SELLER, "ship")
-        if self.status is not OrderStatus.PAID:
+        if not order_can(self.status, OrderAction.SHIP):
             raise self._not_allowed("ship", "only a paid, unshipped order ships")
         if not carrier.strip() or not tracking_no.strip():
             raise InvalidInput("carrier and tracking number are required", rule="SH-2")
         return self._record("OrderShipped", now, actor, "SH-8", {
-            "status": OrderStatus.SHIPPED, "shipped_at": now, "carrier": carrier,
+            "status": self._next(OrderAction.SHIP), "shipped_at": now, "carrier": carrier,
             "tracking_no": tracking_no,
             "auto_confirm_at": now + policy.deadlines.auto_confirm_receipt,
         })
 
     def scanned(self, kind: ScanKind, at: datetime, city: str | None) -> Event | None:
         """A carrier scan of this order's parcel. Delivery starts the 7-day no-reason clock."""
-        if kind in (ScanKind.DELIVERED, ScanKind.SIGNED) and self.status is OrderStatus.SHIPPED:
+        if kind in (ScanKind.DELIVERED, ScanKind.SIGNED) and order_can(self.status,
+                                                                       OrderAction.DELIVER):
             return self._record("ParcelDelivered", at, SYSTEM, None, {
-                "status": OrderStatus.DELIVERED, "delivered_at": at})
+                "status": self._next(OrderAction.DELIVER), "delivered_at": at})
         return None
 
     def confirm_receipt(self, actor: Actor, now: datetime) -> Event:
         self._require(actor, Role.BUYER, "confirm_receipt")
-        if self.status not in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+        if not order_can(self.status, OrderAction.CONFIRM_RECEIPT):
             raise self._not_allowed("confirm_receipt", "only a shipped order can be received")
         if self.has_open_case:
             raise self._not_allowed("confirm_receipt", "an after-sales case is open on it; "
                                     "withdraw or finish it first", code="case_open")
         return self._record("ReceiptConfirmed", now, actor, "AS-4", {
-            "status": OrderStatus.COMPLETED, "completed_at": now, "auto_confirm_at": None})
+            "status": self._next(OrderAction.CONFIRM_RECEIPT), "completed_at": now,
+            "auto_confirm_at": None})
 
     def on_deadline(self, now: datetime) -> list[Event]:
         """Fire every order timer due at `now`; a second call at the same time does nothing."""
@@ -318,7 +355,8 @@ class Order:
             return []
         if kind == AUTO_CONFIRM:
             return [self._record("ReceiptAutoConfirmed", now, SYSTEM, RULE_AUTO_CONFIRM, {
-                "status": OrderStatus.COMPLETED, "completed_at": now, "auto_confirm_at": None})]
+                "status": self._next(OrderAction.AUTO_CONFIRM), "completed_at": now,
+                "auto_confirm_at": None})]
         return []
 
     # -- money --------------------------------------------------------------------------------
@@ -365,9 +403,9 @@ class Order:
         fully = all(
             (changes.get(f"line.{ln.line_no}.refunded", ln.refunded) == ln.paid)
             for ln in self.lines)
-        if fully and self.status in (OrderStatus.PAID, OrderStatus.SHIPPED,
-                                     OrderStatus.DELIVERED):
-            changes.update(status=OrderStatus.CLOSED, closed_at=at, auto_confirm_at=None)
+        if fully and order_can(self.status, OrderAction.CLOSE):
+            changes.update(status=self._next(OrderAction.CLOSE), closed_at=at,
+                           auto_confirm_at=None)
         return self._record("RefundIssued", at, actor, rule, changes)
 
     def set_lines(self, name: str, at: datetime, actor: Actor, rule: str | None,
