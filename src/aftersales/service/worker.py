@@ -80,6 +80,7 @@ def advance(service: Service, until: datetime, start: datetime | None = None) ->
     """Simulated time: fire every deadline up to `until`, each at its own due time, in order
     (the scenario runner and the demo use this; production runs `serve_forever`)."""
     total = RunStats()
+    last: datetime | None = None
     while True:
         with service.uow() as uow:
             due = uow.repo.next_due()
@@ -91,8 +92,9 @@ def advance(service: Service, until: datetime, start: datetime | None = None) ->
         total.orders += stats.orders
         total.conflicts += stats.conflicts
         total.events += stats.events
-        if not stats.events and not stats.conflicts:
-            break  # nothing fired although something looked due: never spin
+        if not stats.events and due == last:
+            break  # the same item is due again and nothing fired: never spin
+        last = due
     return total
 
 
