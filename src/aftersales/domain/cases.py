@@ -163,8 +163,10 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 
 _INDEX: dict[tuple[CaseStatus, Action], list[Transition]] = {}
+_ROLES_BY_ACTION: dict[Action, frozenset[Role]] = {}  # who may ever take an action
 for _t in TRANSITIONS:
     _INDEX.setdefault((_t.source, _t.action), []).append(_t)
+    _ROLES_BY_ACTION[_t.action] = _ROLES_BY_ACTION.get(_t.action, frozenset()) | _t.by
 
 REPLACEMENT_OUTCOME = {CaseType.EXCHANGE: Outcome.EXCHANGED, CaseType.REPAIR: Outcome.REPAIRED,
                        CaseType.RESHIP: Outcome.RESHIPPED}
@@ -419,8 +421,9 @@ class Case:
                     f"order {order.id} line {line.line_no}: the listing has no 7-day no-reason "
                     f"return", rule="IN-9", entity=order.id, action="open_case",
                     code="no_reason_excluded")
-        if order.delivered_at is not None:
-            end = no_reason_deadline(order.delivered_at, policy)
+        signed = order.delivered_at or order.completed_at  # no scan: confirming receipt signs
+        if signed is not None:
+            end = no_reason_deadline(signed, policy)
             if now >= end:
                 raise ActionNotAllowed(
                     f"order {order.id}: the no-reason return period ended {end.isoformat()}",
@@ -440,6 +443,11 @@ class Case:
         require_aware(now)
         self._check_actor(action, actor)
         t = find_transition(self.status, action, self.type)
+        if t is not None and actor.role not in _ROLES_BY_ACTION[action]:
+            raise WrongActor(  # e.g. a seller withdrawing, a buyer agreeing: never theirs to do
+                f"{actor} may not {action.value} case {self.id}: only "
+                f"{' or '.join(sorted(r.value for r in _ROLES_BY_ACTION[action]))} may",
+                rule=t.rule, entity=self.id, action=action.value, status=self.status.value)
         if t is None or actor.role not in t.by:
             allowed = ", ".join(a.value for a in allowed_actions(self.status, self.type)) or "none"
             raise ActionNotAllowed(

@@ -211,5 +211,20 @@ def _step(index: int, raw: dict[str, Any], start: datetime, clock: datetime) -> 
     expect_error = raw.get("expect_error", False)
     if not isinstance(expect_error, bool | str):
         raise ScenarioError(line, f"step {index}: expect_error is true or an error code")
+    _no_float_money(index, action, line, fields)
     return Step(index, line, at, action, str(actor) if actor is not None else "system", fields,
                 expect_error=expect_error)
+
+
+def _no_float_money(index: int, action: str, line: int, fields: dict[str, Any]) -> None:
+    """Money is written as a string ("59.90"): an unquoted 59.90 is a float, an invalid file."""
+    found = [(line, "amount", fields["amount"])] if isinstance(fields.get("amount"), float) else []
+    lines = fields.get("lines")
+    for ln in lines if isinstance(lines, list) else []:
+        if isinstance(ln, dict):
+            found += [(int(ln.get("__line__", line)), key, ln[key])
+                      for key in ("unit_price", "paid") if isinstance(ln.get(key), float)]
+    if found:
+        where, key, value = found[0]
+        raise ScenarioError(where, f"step {index} ({action}): {key}: write money as a quoted "
+                                   f"string like \"59.00\", not {value}")
