@@ -81,12 +81,15 @@ def advance(service: Service, until: datetime, start: datetime | None = None) ->
     (the scenario runner and the demo use this; production runs `serve_forever`)."""
     total = RunStats()
     last: datetime | None = None
+    clock = start
     while True:
         with service.uow() as uow:
             due = uow.repo.next_due()
         if due is None or due > until:
             break
-        at = max(due, start) if start is not None else due
+        # Never run the clock backwards: a timer that resumes overdue (auto-confirm frozen by
+        # a case that has just closed) fires at the current simulated time, not in the past.
+        at = clock = max(due, clock) if clock is not None else due
         stats = run_due(service, at)
         total.cases += stats.cases
         total.orders += stats.orders
