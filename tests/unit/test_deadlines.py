@@ -225,11 +225,13 @@ def test_auto_confirm_waits_while_a_case_is_open_and_resumes_after_it_closes() -
     assert order.next_deadline() == (None, None)
     assert order.on_deadline(due + timedelta(days=3)) == []
     assert order.status is OrderStatus.SHIPPED
-    case.act(Action.WITHDRAW, BUYER, due + timedelta(days=3), POLICY, order)
-    # The timer is not extended by the time the case was open: it is already due.
-    assert order.next_deadline() == (due, "auto_confirm")
-    assert [e.name for e in order.on_deadline(due + timedelta(days=3))] == [
-        "ReceiptAutoConfirmed"]
+    closed = due + timedelta(days=3)
+    case.act(Action.WITHDRAW, BUYER, closed, POLICY, order)
+    # The timer stood still while the case was open: the paused span is added back.
+    resumed = due + (closed - (T0 + 2 * HOUR))
+    assert order.next_deadline() == (resumed, "auto_confirm")
+    assert order.on_deadline(resumed - timedelta(seconds=1)) == []
+    assert [e.name for e in order.on_deadline(resumed)] == ["ReceiptAutoConfirmed"]
 
 
 @pytest.mark.parametrize("offset", OFFSETS)

@@ -153,13 +153,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     T(S.REPLACEMENT_SHIPPED, Action.CONFIRM_RECEIPT, S.CLOSED, "RF-7", B, REPLACE),
     T(S.REPLACEMENT_SHIPPED, Action.TIMEOUT, S.CLOSED, "§9:auto_confirm_receipt", SY, REPLACE),
     # Withdrawal (RF-6) while nothing irreversible is under way.
+    # Withdrawal (RF-6): the buyer may withdraw in any open status (after completion it spends
+    # the line's one chance, AS-5, which was marked when the case opened).
     *(T(src, Action.WITHDRAW, S.CLOSED, "RF-6", B, outcome=Outcome.WITHDRAWN)
-      for src in (S.AWAITING_SELLER, S.OFFER_PENDING, S.REJECTED, S.AWAITING_RETURN,
-                  S.IN_INTERVENTION)),
-    # The seller may ask the platform to step in from day 15 (IN-2; guard in `act`).
+      for src in sorted(OPEN_STATUSES)),
+    # The seller may ask the platform to step in from day 15 if the buyer has not (IN-2; the
+    # day guard is in `act`).
     *(T(src, Action.ESCALATE, S.IN_INTERVENTION, "IN-2", SL)
-      for src in (S.AWAITING_SELLER, S.OFFER_PENDING, S.AWAITING_RETURN, S.RETURN_SHIPPED,
-                  S.AWAITING_REPLACEMENT, S.REPLACEMENT_SHIPPED)),
+      for src in sorted(OPEN_STATUSES - {S.IN_INTERVENTION})),
 )
 
 _INDEX: dict[tuple[CaseStatus, Action], list[Transition]] = {}
@@ -172,11 +173,14 @@ REPLACEMENT_OUTCOME = {CaseType.EXCHANGE: Outcome.EXCHANGED, CaseType.REPAIR: Ou
                        CaseType.RESHIP: Outcome.RESHIPPED}
 
 
-def find_transition(status: CaseStatus, action: Action, case_type: CaseType) -> Transition | None:
-    for t in _INDEX.get((status, action), ()):
-        if case_type in t.types:
-            return t
-    return None
+def find_transition(status: CaseStatus, action: Action, case_type: CaseType,
+                    role: Role | None = None) -> Transition | None:
+    """The row for this move; with `role`, the row that role may take (escalation has one row
+    for the buyer, IN-1, and one for the seller, IN-2)."""
+    rows = [t for t in _INDEX.get((status, action), ()) if case_type in t.types]
+    if role is not None:
+        rows = sorted(rows, key=lambda t: role not in t.by)
+    return rows[0] if rows else None
 
 
 def allowed_actions(status: CaseStatus, case_type: CaseType) -> list[Action]:
@@ -188,9 +192,9 @@ def deadline_for(case: Case, status: CaseStatus, entered: datetime, policy: Poli
     """The timer that runs in `status` (§9 and RF-1..RF-7), or none."""
     d = policy.deadlines
     if status is S.AWAITING_SELLER:
-        span = (d.seller_response_before_shipment if not case.shipped_when_opened
-                else d.seller_response_after_shipment)
-        return entered + span, "seller_response"
+        if not case.shipped_when_opened:
+            return entered + d.seller_response_before_shipment, "seller_response_before_shipment"
+        return entered + d.seller_response_after_shipment, "seller_response_after_shipment"
     if status is S.OFFER_PENDING:
         return entered + d.buyer_offer_response, "buyer_offer_response"
     if status is S.REJECTED:
@@ -198,13 +202,13 @@ def deadline_for(case: Case, status: CaseStatus, entered: datetime, policy: Poli
     if status is S.AWAITING_RETURN:
         return entered + d.buyer_ship_return, "buyer_ship_return"
     if status is S.RETURN_SHIPPED:
-        span = (d.seller_confirm_return_surface if case.return_method == "surface"
-                else d.seller_confirm_return_express)
-        return entered + span, "seller_confirm_return"
+        if case.return_method == "surface":
+            return entered + d.seller_confirm_return_surface, "seller_confirm_return_surface"
+        return entered + d.seller_confirm_return_express, "seller_confirm_return_express"
     if status is S.AWAITING_REPLACEMENT:
         return entered + d.seller_send_replacement, "seller_send_replacement"
     if status is S.REPLACEMENT_SHIPPED:
-        return entered + d.auto_confirm_receipt, "buyer_confirm_replacement"
+        return entered + d.auto_confirm_receipt, "auto_confirm_receipt"
     return None, None
 
 
@@ -363,10 +367,9 @@ class Case:
         case.seq = 0
         case._record("CaseOpened", now, actor, "AS-1",
                      {**init, "deadline": deadline, "deadline_kind": kind})
-        changes: dict[str, Any] = {f"line.{no}.open_case_id": case_id for no, _ in chosen}
-        if after_completion and policy.after_sales.once_per_line_after_completion:
-            changes.update({f"line.{no}.after_sales_used": True for no, _ in chosen})  # AS-5
-        order.set_lines("CaseOpened", now, actor, "AS-5", changes)
+        order.attach_case(case_id, [no for no, _ in chosen], now, actor,
+                          use_chance=after_completion
+                          and policy.after_sales.once_per_line_after_completion)  # AS-5
         return case
 
     @staticmethod
@@ -442,7 +445,7 @@ class Case:
         """Take one action. Checks actor, status and guards first; a refusal changes nothing."""
         require_aware(now)
         self._check_actor(action, actor)
-        t = find_transition(self.status, action, self.type)
+        t = find_transition(self.status, action, self.type, actor.role)
         if t is not None and actor.role not in _ROLES_BY_ACTION[action]:
             raise WrongActor(  # e.g. a seller withdrawing, a buyer agreeing: never theirs to do
                 f"{actor} may not {action.value} case {self.id}: only "
@@ -546,8 +549,7 @@ class Case:
             changes.update(outcome=outcome, closed_at=now,
                            decided_by="timeout" if actor.role is Role.SYSTEM
                            else actor.role.value)
-            order.set_lines("CaseClosed", now, actor, t.rule,
-                            {f"line.{no}.open_case_id": None for no, _ in self.lines})
+            order.detach_case([no for no, _ in self.lines], now, actor, t.rule)
         if t.decides and t.rule not in self.rules:
             changes["rules"] = (*self.rules, t.rule)
         probe = _Probe(self.shipped_when_opened, changes.get("return_method", self.return_method))

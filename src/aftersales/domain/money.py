@@ -12,7 +12,7 @@ _EXPONENT = {"CNY": 2, "USD": 2, "EUR": 2, "BRL": 2, "GBP": 2, "HKD": 2}
 _AMOUNT = re.compile(r"^(?P<sign>-)?(?P<units>\d{1,15})(?:\.(?P<frac>\d{1,2}))?$")
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Money:
     """An amount of one currency, in integer minor units."""
 
@@ -41,6 +41,22 @@ class Money:
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:
             raise InvalidInput(f"currency mismatch: {self.currency} vs {other.currency}")
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor <= other.minor
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor > other.minor
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor >= other.minor
 
     def __add__(self, other: Money) -> Money:
         self._same(other)

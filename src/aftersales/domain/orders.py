@@ -106,6 +106,10 @@ class OrderLine:
 
 
 LINE_FIELDS = ("refunded", "open_case_id", "after_sales_used")
+# Order fields an event may set after OrderPlaced.
+ORDER_FIELDS = frozenset({"shipped_at", "delivered_at", "completed_at", "closed_at",
+                          "auto_confirm_at", "auto_confirm_paused_at", "carrier", "tracking_no",
+                          "ship_by"})
 
 
 @dataclass(slots=True)
@@ -127,6 +131,7 @@ class Order:
     completed_at: datetime | None = None
     closed_at: datetime | None = None
     auto_confirm_at: datetime | None = None
+    auto_confirm_paused_at: datetime | None = None  # the timer stands still while a case is open
     carrier: str | None = None
     tracking_no: str | None = None
     version: int = 0
@@ -231,8 +236,7 @@ class Order:
                 self.dirty_lines.add(int(no))
             elif key == "status":
                 self.status = OrderStatus(value)
-            elif key in { "shipped_at", "delivered_at", "completed_at", "closed_at",
-                         "auto_confirm_at", "carrier", "tracking_no", "ship_by"}:
+            elif key in ORDER_FIELDS:
                 setattr(self, key, value)
             elif event.name != "OrderPlaced":
                 raise ValueError(f"event {event.name} sets unknown order field {key}")
@@ -405,13 +409,33 @@ class Order:
             for ln in self.lines)
         if fully and order_can(self.status, OrderAction.CLOSE):
             changes.update(status=self._next(OrderAction.CLOSE), closed_at=at,
-                           auto_confirm_at=None)
+                           auto_confirm_at=None, auto_confirm_paused_at=None)
         return self._record("RefundIssued", at, actor, rule, changes)
 
-    def set_lines(self, name: str, at: datetime, actor: Actor, rule: str | None,
-                  changes: Mapping[str, Any]) -> Event:
-        """Record a change of after-sales bookkeeping on lines (open case, chance used)."""
-        return self._record(name, at, actor, rule, changes)
+    def attach_case(self, case_id: str, line_nos: Sequence[int], now: datetime, actor: Actor,
+                    *, use_chance: bool) -> Event:
+        """A case opened on these lines: one open case per line; after completion it spends the
+        line's one chance (AS-5). The auto-confirm timer pauses while any case is open."""
+        changes: dict[str, Any] = {f"line.{no}.open_case_id": case_id for no in line_nos}
+        if use_chance:
+            changes.update({f"line.{no}.after_sales_used": True for no in line_nos})
+        if (not self.has_open_case and self.auto_confirm_at is not None
+                and self.auto_confirm_paused_at is None):
+            changes["auto_confirm_paused_at"] = now
+        return self._record("CaseOpened", now, actor, "AS-5", changes)
+
+    def detach_case(self, line_nos: Sequence[int], now: datetime, actor: Actor,
+                    rule: str | None) -> Event:
+        """A case closed: its lines are free again. When no case is left open the auto-confirm
+        timer resumes with the time it had left (the paused span is added back)."""
+        changes: dict[str, Any] = {f"line.{no}.open_case_id": None for no in line_nos}
+        still_open = any(ln.open_case_id for ln in self.lines if ln.line_no not in line_nos)
+        if not still_open and self.auto_confirm_paused_at is not None:
+            changes["auto_confirm_paused_at"] = None
+            if self.auto_confirm_at is not None:
+                changes["auto_confirm_at"] = (self.auto_confirm_at
+                                              + (now - self.auto_confirm_paused_at))
+        return self._record("CaseClosed", now, actor, rule, changes)
 
 
 def warranty_covers(line: OrderLine, completed_at: datetime | None, now: datetime) -> bool:

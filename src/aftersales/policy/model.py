@@ -67,6 +67,13 @@ class Deadlines(_Frozen):
     follow_up_after_delivery: Duration  # SR-2
     out_of_stock_answer: Duration  # OS-2: buyer's time to choose before the default applies
 
+    @model_validator(mode="after")
+    def _positive(self) -> Deadlines:
+        zero = [name for name, value in self if value <= timedelta(0)]
+        if zero:
+            raise ValueError(f"every deadline must be positive: {', '.join(zero)}")
+        return self
+
 
 class AfterSales(_Frozen):
     window_after_completion: Duration  # AS-4
@@ -133,6 +140,13 @@ class Compensation(_Frozen):
         return Money.zero(price.currency)
 
 
+class Detection(_Frozen):
+    """SH-5 fake-shipment detectors' thresholds."""
+
+    # 发空包 (seed 003): declared weight below this percentage of what the lines weigh
+    empty_parcel_weight_pct: int = Field(ge=1, le=100)
+
+
 class Penalties(_Frozen):
     late_shipment_unpaid: int = Field(ge=0)  # §9: seller did not pay before staff upheld
     refusal_to_ship: int = Field(ge=0)  # §9
@@ -175,6 +189,7 @@ class Policy(_Frozen):
     deadlines: Deadlines
     after_sales: AfterSales
     compensation: dict[str, Compensation]  # SH-6: violation name -> schedule
+    detection: Detection
     penalties: Penalties
     jury: Jury
     out_of_stock: OutOfStock

@@ -163,6 +163,7 @@ class Service:
 
     def _confirm_receipt(self, repo: Repository, cmd: ConfirmReceipt, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
+        order.on_deadline(now)  # already auto-confirmed if the worker is behind
         order.confirm_receipt(cmd.actor, now)
         out = _published("order", order.id, order.pending)
         repo.save_order(order)
@@ -171,6 +172,7 @@ class Service:
     # -- cases --------------------------------------------------------------------------------
     def _open_case(self, repo: Repository, cmd: OpenCase, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
+        order.on_deadline(now)  # a due auto-confirm makes this an after-completion request
         policy = self._current_policy(repo, order.policy_id, now)  # pinned from here on
         case = Case.open(case_id=cmd.case_id or self.ids("case"), order=order, actor=cmd.actor,
                          case_type=cmd.type, reason=cmd.reason, now=now, policy=policy,
@@ -183,9 +185,11 @@ class Service:
         return Result(out, order_id=order.id, case_id=case.id)
 
     def _case_action(self, repo: Repository, cmd: CaseCommand, now: datetime) -> Result:
-        case = repo.get_case(cmd.case_id)
-        order = repo.get_order(case.order_id)
+        case, order = repo.get_case_and_order(cmd.case_id)
         policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
+        # A timer that ran out before the worker got to it has already decided (silence is
+        # an answer, RF-1): apply it first, then judge the action against the new state.
+        case.on_deadline(now, policy, order)
         case.act(cmd.ACTION, cmd.actor, now, policy, order, **cmd.args())
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
@@ -201,8 +205,7 @@ class Service:
 
     # -- deadlines (the worker calls these) ---------------------------------------------------
     def fire_case_deadline(self, repo: Repository, case_id: str, now: datetime) -> list[Published]:
-        case = repo.get_case(case_id)
-        order = repo.get_order(case.order_id)
+        case, order = repo.get_case_and_order(case_id)
         policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
         if case.on_deadline(now, policy, order) is None:
             return []

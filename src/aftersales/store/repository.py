@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from aftersales.domain import codec
@@ -42,9 +42,52 @@ _CASE_SCALARS = (
 )
 _ORDER_SCALARS = (
     "id", "buyer_id", "seller_id", "currency", "ship_to_city", "placed_at", "ship_by",
-    "shipped_at", "delivered_at", "completed_at", "closed_at", "auto_confirm_at", "carrier",
-    "tracking_no", "policy_id", "policy_version", "version", "seq",
+    "shipped_at", "delivered_at", "completed_at", "closed_at", "auto_confirm_at",
+    "auto_confirm_paused_at", "carrier", "tracking_no", "policy_id", "policy_version",
+    "version", "seq",
 )
+
+# Statements are built once and executed with parameter dicts: building `.values(...)` or a
+# `where(col == value)` per call costs more than the database round trip on SQLite, and a
+# prebuilt statement hits the compiled cache without being re-keyed. UPDATEs take their SET
+# clause from the parameter keys; the WHERE binds are prefixed `b_` so they never clash.
+_O, _L, _C = t.orders, t.order_lines, t.cases
+# An order and its lines come back in one round trip (order columns labelled o_*, line columns
+# l_*; an order without lines would give one row of NULL l_*).
+_ORDER_AND_LINES = (*(c.label(f"o_{c.key}") for c in _O.c),
+                    *(c.label(f"l_{c.key}") for c in _L.c))
+_SELECT_ORDER = (
+    select(*_ORDER_AND_LINES).select_from(_O.outerjoin(_L, _L.c.order_id == _O.c.id))
+    .where(_O.c.id == bindparam("b_id")).order_by(_L.c.line_no))
+_SELECT_CASE = select(_C).where(_C.c.id == bindparam("b_id"))
+_SELECT_CASE_ORDER = (  # a case action needs both: one round trip instead of two
+    select(_C, *_ORDER_AND_LINES)
+    .select_from(_C.outerjoin(_O, _O.c.id == _C.c.order_id)
+                 .outerjoin(_L, _L.c.order_id == _O.c.id))
+    .where(_C.c.id == bindparam("b_id")).order_by(_L.c.line_no))
+_INSERT_ORDER = insert(_O)
+_UPDATE_ORDER = update(_O).where(_O.c.id == bindparam("b_id"),
+                                 _O.c.version == bindparam("b_version"))
+_INSERT_LINES = insert(_L)
+_UPDATE_LINE = update(_L).where(_L.c.order_id == bindparam("b_order_id"),
+                                _L.c.line_no == bindparam("b_line_no"))
+_INSERT_CASE = insert(_C)
+_UPDATE_CASE = update(_C).where(_C.c.id == bindparam("b_id"),
+                                _C.c.version == bindparam("b_version"))
+# Rows with a generated id: nothing reads the new id back, so `inline()` spares PostgreSQL
+# the `RETURNING id` a single-row INSERT would otherwise carry.
+_INSERT_ORDER_EVENTS = insert(t.order_events).inline()
+_INSERT_CASE_EVENTS = insert(t.case_events).inline()
+_INSERT_LEDGER = insert(t.ledger).inline()
+_INSERT_SHIPMENT = insert(t.shipments).inline()
+_INSERT_TRACKING = insert(t.tracking_events).inline()
+_OUTBOUND_BY_TRACKING = select(t.shipments.c.order_id).where(
+    t.shipments.c.tracking_no == bindparam("b_tracking"), t.shipments.c.kind == "outbound")
+_ANY_BY_TRACKING = select(t.shipments.c.id).where(
+    t.shipments.c.tracking_no == bindparam("b_tracking")).limit(1)
+_NEXT_DUE = select(  # one round trip; the simulated clock (advance) asks before every step
+    select(func.min(_C.c.deadline)).scalar_subquery(),
+    select(func.min(_O.c.next_deadline)).scalar_subquery())
 
 
 def _events_rows(owner: str, owner_id: str, first_seq: int, events: Sequence[Event]
@@ -63,34 +106,37 @@ class Repository:
 
     # -- orders -------------------------------------------------------------------------------
     def get_order(self, order_id: str) -> Order:
-        q = select(t.orders).where(t.orders.c.id == order_id)
-        row = self.conn.execute(q).mappings().first()
-        if row is None:
+        rows = self.conn.execute(_SELECT_ORDER, {"b_id": order_id}).mappings().all()
+        if not rows:
             raise NotFound(f"unknown order {order_id!r}")
-        lines = self.conn.execute(
-            select(t.order_lines).where(t.order_lines.c.order_id == order_id)
-            .order_by(t.order_lines.c.line_no)).mappings().all()
-        cur = row["currency"]
+        return self._order_from_rows(rows)
+
+    @staticmethod
+    def _order_from_rows(rows: Sequence[Any]) -> Order:
+        """Rows of `_ORDER_AND_LINES`: the order repeated on each, one line per row."""
+        row = rows[0]
+        cur = row["o_currency"]
         return Order(
-            **{k: row[k] for k in _ORDER_SCALARS},
-            mode=ShippingMode(row["mode"]), status=OrderStatus(row["status"]),
+            **{k: row[f"o_{k}"] for k in _ORDER_SCALARS},
+            mode=ShippingMode(row["o_mode"]), status=OrderStatus(row["o_status"]),
             lines=[OrderLine(
-                ln["line_no"], ln["sku"], ln["title"], ln["qty"], Money(ln["unit_price"], cur),
-                Money(ln["paid"], cur), Money(ln["refunded"], cur), ln["no_reason_7d"],
-                ln["category"], ln["warranty_days"], ln["warranty_kind"], ln["open_case_id"],
-                ln["after_sales_used"]) for ln in lines],
+                ln["l_line_no"], ln["l_sku"], ln["l_title"], ln["l_qty"],
+                Money(ln["l_unit_price"], cur), Money(ln["l_paid"], cur),
+                Money(ln["l_refunded"], cur), ln["l_no_reason_7d"], ln["l_category"],
+                ln["l_warranty_days"], ln["l_warranty_kind"], ln["l_open_case_id"],
+                ln["l_after_sales_used"]) for ln in rows if ln["l_line_no"] is not None],
         )
 
     def add_order(self, order: Order) -> None:
         due, kind = order.next_deadline()
         try:
-            self.conn.execute(insert(t.orders).values(
+            self.conn.execute(_INSERT_ORDER, {
                 **{k: getattr(order, k) for k in _ORDER_SCALARS if k not in ("version", "seq")},
-                mode=order.mode.value, status=order.status.value, next_deadline=due,
-                deadline_kind=kind, version=1, seq=order.seq))
+                "mode": order.mode.value, "status": order.status.value, "next_deadline": due,
+                "deadline_kind": kind, "version": 1, "seq": order.seq})
         except IntegrityError:
             raise ConcurrencyConflict(f"order {order.id} already exists") from None
-        self.conn.execute(insert(t.order_lines), [
+        self.conn.execute(_INSERT_LINES, [
             {"order_id": order.id, "line_no": ln.line_no, "sku": ln.sku, "title": ln.title,
              "qty": ln.qty, "unit_price": ln.unit_price.minor, "paid": ln.paid.minor,
              "refunded": ln.refunded.minor, "no_reason_7d": ln.no_reason_7d,
@@ -104,32 +150,29 @@ class Repository:
         if not order.pending and not order.pending_ledger:
             return
         due, kind = order.next_deadline()
-        result = self.conn.execute(
-            update(t.orders).where(t.orders.c.id == order.id,
-                                   t.orders.c.version == order.version)
-            .values(status=order.status.value, shipped_at=order.shipped_at,
-                    delivered_at=order.delivered_at, completed_at=order.completed_at,
-                    closed_at=order.closed_at, auto_confirm_at=order.auto_confirm_at,
-                    carrier=order.carrier, tracking_no=order.tracking_no, ship_by=order.ship_by,
-                    next_deadline=due, deadline_kind=kind, version=order.version + 1,
-                    seq=order.seq))
+        result = self.conn.execute(_UPDATE_ORDER, {
+            "b_id": order.id, "b_version": order.version,
+            "status": order.status.value, "shipped_at": order.shipped_at,
+            "delivered_at": order.delivered_at, "completed_at": order.completed_at,
+            "closed_at": order.closed_at, "auto_confirm_at": order.auto_confirm_at,
+            "auto_confirm_paused_at": order.auto_confirm_paused_at, "carrier": order.carrier, "tracking_no": order.tracking_no, "ship_by": order.ship_by,
+            "next_deadline": due, "deadline_kind": kind, "version": order.version + 1,
+            "seq": order.seq})
         if result.rowcount != 1:
             raise ConcurrencyConflict(f"order {order.id} was changed by someone else; "
                                       "nothing was applied")
         order.version += 1
         for no in sorted(order.dirty_lines):
             ln = order.line(no)
-            self.conn.execute(
-                update(t.order_lines)
-                .where(t.order_lines.c.order_id == order.id, t.order_lines.c.line_no == no)
-                .values(refunded=ln.refunded.minor, open_case_id=ln.open_case_id,
-                        after_sales_used=ln.after_sales_used))
+            self.conn.execute(_UPDATE_LINE, {
+                "b_order_id": order.id, "b_line_no": no, "refunded": ln.refunded.minor,
+                "open_case_id": ln.open_case_id, "after_sales_used": ln.after_sales_used})
         self._flush_order(order)
 
     def _flush_order(self, order: Order) -> None:
         if order.pending:
             first = order.seq - len(order.pending) + 1
-            self.conn.execute(insert(t.order_events),
+            self.conn.execute(_INSERT_ORDER_EVENTS,
                               _events_rows("order", order.id, first, order.pending))
         if order.pending_ledger:
             self.add_ledger(order.pending_ledger)
@@ -138,35 +181,43 @@ class Repository:
         order.dirty_lines.clear()
 
     def add_ledger(self, entries: Iterable[LedgerEntry]) -> None:
-        self.conn.execute(insert(t.ledger), [
+        self.conn.execute(_INSERT_LEDGER, [
             {"order_id": e.order_id, "case_id": e.case_id, "line_no": e.line_no,
              "kind": e.kind.value, "amount": e.amount.minor, "currency": e.amount.currency,
              "points": e.points, "buyer_id": e.buyer_id, "seller_id": e.seller_id,
              "reason": e.reason, "rule": e.rule, "at": e.at} for e in entries])
 
     def orders_by_tracking(self, tracking_no: str) -> list[str]:
-        rows = self.conn.execute(select(t.shipments.c.order_id).where(
-            t.shipments.c.tracking_no == tracking_no, t.shipments.c.kind == "outbound"))
+        rows = self.conn.execute(_OUTBOUND_BY_TRACKING, {"b_tracking": tracking_no})
         return sorted({r[0] for r in rows})
 
     def add_shipment(self, order_id: str, kind: str, carrier: str, tracking_no: str,
                      at: datetime, weight_g: int | None = None,
                      case_id: str | None = None) -> None:
-        self.conn.execute(insert(t.shipments).values(
-            order_id=order_id, case_id=case_id, kind=kind, carrier=carrier,
-            tracking_no=tracking_no, weight_g=weight_g, shipped_at=at))
+        self.conn.execute(_INSERT_SHIPMENT, {
+            "order_id": order_id, "case_id": case_id, "kind": kind, "carrier": carrier,
+            "tracking_no": tracking_no, "weight_g": weight_g, "shipped_at": at})
 
     def add_tracking_event(self, tracking_no: str, kind: str, city: str | None,
                            at: datetime) -> None:
-        self.conn.execute(insert(t.tracking_events).values(
-            tracking_no=tracking_no, kind=kind, city=city, at=at))
+        self.conn.execute(_INSERT_TRACKING, {
+            "tracking_no": tracking_no, "kind": kind, "city": city, "at": at})
 
     # -- cases --------------------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case:
-        row = self.conn.execute(select(t.cases).where(t.cases.c.id == case_id)).mappings().first()
+        row = self.conn.execute(_SELECT_CASE, {"b_id": case_id}).mappings().first()
         if row is None:
             raise NotFound(f"unknown case {case_id!r}")
         return self._case_from_row(row)
+
+    def get_case_and_order(self, case_id: str) -> tuple[Case, Order]:
+        """The case and its order, as `get_case` then `get_order` would load them."""
+        rows = self.conn.execute(_SELECT_CASE_ORDER, {"b_id": case_id}).mappings().all()
+        if not rows:
+            raise NotFound(f"unknown case {case_id!r}")
+        if rows[0]["o_id"] is None:
+            raise NotFound(f"unknown order {rows[0]['order_id']!r}")
+        return self._case_from_row(rows[0]), self._order_from_rows(rows)
 
     @staticmethod
     def _case_from_row(row: Any) -> Case:
@@ -196,7 +247,7 @@ class Repository:
         values = self._case_values(case)
         values["version"] = 1
         try:
-            self.conn.execute(insert(t.cases).values(**values))
+            self.conn.execute(_INSERT_CASE, values)
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} already exists") from None
         case.version = 1
@@ -206,9 +257,8 @@ class Repository:
         if not case.pending:
             return
         values = self._case_values(case)
-        values["version"] = case.version + 1
-        result = self.conn.execute(update(t.cases).where(
-            t.cases.c.id == case.id, t.cases.c.version == case.version).values(**values))
+        values.update(version=case.version + 1, b_id=case.id, b_version=case.version)
+        result = self.conn.execute(_UPDATE_CASE, values)
         if result.rowcount != 1:
             raise ConcurrencyConflict(f"case {case.id} was changed by someone else; "
                                       "nothing was applied")
@@ -218,7 +268,7 @@ class Repository:
     def _flush_case(self, case: Case) -> None:
         first = case.seq - len(case.pending) + 1
         try:
-            self.conn.execute(insert(t.case_events),
+            self.conn.execute(_INSERT_CASE_EVENTS,
                               _events_rows("case", case.id, first, case.pending))
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} log moved on; nothing was applied") from None
@@ -257,8 +307,7 @@ class Repository:
         return [r[0] for r in self.conn.execute(q)]
 
     def next_due(self) -> datetime | None:
-        a = self.conn.execute(select(func.min(t.cases.c.deadline))).scalar()
-        b = self.conn.execute(select(func.min(t.orders.c.next_deadline))).scalar()
+        a, b = self.conn.execute(_NEXT_DUE).one()
         known = [x for x in (a, b) if x is not None]
         return min(known) if known else None
 
@@ -294,12 +343,11 @@ class Repository:
 
     # -- small helpers used by the service ----------------------------------------------------
     def is_known_tracking(self, tracking_no: str) -> bool:
-        return self.conn.execute(select(t.shipments.c.id).where(
-            t.shipments.c.tracking_no == tracking_no).limit(1)).first() is not None
+        return self.conn.execute(_ANY_BY_TRACKING,
+                                 {"b_tracking": tracking_no}).first() is not None
 
     def refresh_order_deadline(self, order: Order) -> None:
         """Recompute a stale next_deadline (e.g. auto-confirm frozen by an open case)."""
         due, kind = order.next_deadline()
-        self.conn.execute(update(t.orders).where(t.orders.c.id == order.id,
-                                                 t.orders.c.version == order.version)
-                          .values(next_deadline=due, deadline_kind=kind))
+        self.conn.execute(_UPDATE_ORDER, {"b_id": order.id, "b_version": order.version,
+                                          "next_deadline": due, "deadline_kind": kind})

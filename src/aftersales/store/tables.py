@@ -86,6 +86,7 @@ orders = Table(
     Column("completed_at", UTCDateTime),
     Column("closed_at", UTCDateTime),
     Column("auto_confirm_at", UTCDateTime),
+    Column("auto_confirm_paused_at", UTCDateTime),  # set while an after-sales case is open
     Column("carrier", String(64)),
     Column("tracking_no", String(128), index=True),
     Column("policy_id", String(64), nullable=False),

@@ -1,0 +1,1 @@
+"""Batch analytics over files (CSV / Parquet) with DuckDB."""
