@@ -155,7 +155,8 @@ class Repository:
             "status": order.status.value, "shipped_at": order.shipped_at,
             "delivered_at": order.delivered_at, "completed_at": order.completed_at,
             "closed_at": order.closed_at, "auto_confirm_at": order.auto_confirm_at,
-            "auto_confirm_paused_at": order.auto_confirm_paused_at, "carrier": order.carrier, "tracking_no": order.tracking_no, "ship_by": order.ship_by,
+            "auto_confirm_paused_at": order.auto_confirm_paused_at, "carrier": order.carrier,
+            "tracking_no": order.tracking_no, "ship_by": order.ship_by,
             "next_deadline": due, "deadline_kind": kind, "version": order.version + 1,
             "seq": order.seq})
         if result.rowcount != 1:
