@@ -202,7 +202,7 @@ def build(w: World, step: tuple[Any, ...]) -> c.Command | None:
         if case is None:
             return None
         choices = ((allowed_actions(case.status, case.type) if sensible else [])
-                   or [a for a in Action if a is not Action.TIMEOUT])
+                   or [a for a in Action if a not in (Action.TIMEOUT, Action.ENTITLE)])
         action = choices[action_pick % len(choices)]
         buyer, seller = Actor(Role.BUYER, case.buyer_id), Actor(Role.SELLER, case.seller_id)
         row = find_transition(case.status, action, case.type)

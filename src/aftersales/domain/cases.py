@@ -71,6 +71,7 @@ class Action(StrEnum):
     WITHDRAW = "withdraw"
     ESCALATE = "escalate"
     TIMEOUT = "timeout"  # the deadline worker: a party stayed silent
+    ENTITLE = "entitle"  # a confirmed shipping violation entitles the buyer (SH-6, SH-9)
 
 
 EVENT_NAMES = {
@@ -80,6 +81,7 @@ EVENT_NAMES = {
     Action.CONFIRM_RETURN: "ReturnConfirmed", Action.SHIP_REPLACEMENT: "ReplacementShipped",
     Action.CONFIRM_RECEIPT: "ReplacementReceived", Action.WITHDRAW: "CaseWithdrawn",
     Action.ESCALATE: "CaseEscalated", Action.TIMEOUT: "DeadlinePassed",
+    Action.ENTITLE: "BuyerEntitled",
 }
 
 ALL = frozenset(CaseType)
@@ -122,6 +124,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     T(S.AWAITING_SELLER, Action.TIMEOUT, S.AWAITING_REPLACEMENT, "RF-1", SY,
       frozenset({CaseType.RESHIP})),
     T(S.AWAITING_SELLER, Action.REJECT, S.REJECTED, "RF-1", SL),
+    # After a confirmed violation (ship timeout, fake shipment, lost or stalled parcel) the
+    # buyer's refund or re-ship needs no seller answer: SH-6 (a), SH-9.
+    T(S.AWAITING_SELLER, Action.ENTITLE, S.CLOSED, "SH-6", SY, frozenset({CaseType.REFUND_ONLY}),
+      Outcome.REFUNDED, "requested"),
+    T(S.AWAITING_SELLER, Action.ENTITLE, S.AWAITING_REPLACEMENT, "SH-6", SY,
+      frozenset({CaseType.RESHIP})),
     T(S.AWAITING_SELLER, Action.OFFER, S.OFFER_PENDING, "RF-1", SL, REFUNDS),
     # A partial refund offer: accepted, the buyer keeps the goods and the case closes.
     T(S.OFFER_PENDING, Action.ACCEPT_OFFER, S.CLOSED, "RF-2", B, REFUNDS,
@@ -184,7 +192,8 @@ def find_transition(status: CaseStatus, action: Action, case_type: CaseType,
 
 
 def allowed_actions(status: CaseStatus, case_type: CaseType) -> list[Action]:
-    return [a for a in Action if a is not Action.TIMEOUT and find_transition(status, a, case_type)]
+    return [a for a in Action if a not in (Action.TIMEOUT, Action.ENTITLE)
+            and find_transition(status, a, case_type)]
 
 
 def deadline_for(case: Case, status: CaseStatus, entered: datetime, policy: Policy
@@ -547,8 +556,8 @@ class Case:
         if target is S.CLOSED:
             outcome = t.outcome or REPLACEMENT_OUTCOME[self.type]
             changes.update(outcome=outcome, closed_at=now,
-                           decided_by="timeout" if actor.role is Role.SYSTEM
-                           else actor.role.value)
+                           decided_by="timeout" if t.action is Action.TIMEOUT
+                           else actor.role.value)  # "system": a rule such as SH-6 decided
             order.detach_case([no for no, _ in self.lines], now, actor, t.rule)
         if t.decides and t.rule not in self.rules:
             changes["rules"] = (*self.rules, t.rule)
@@ -556,6 +565,12 @@ class Case:
         deadline, kind = deadline_for(probe, target, now, policy)  # type: ignore[arg-type]
         changes.update(deadline=deadline, deadline_kind=kind)
         return self._record(EVENT_NAMES[t.action], now, actor, t.rule, changes)
+
+    def entitled_by(self, order: Order) -> str | None:
+        """The violation that entitles this request without a seller answer, if any."""
+        if find_transition(self.status, Action.ENTITLE, self.type) is None:
+            return None
+        return next((v for v in order.violations if v in ENTITLING_VIOLATIONS), None)
 
     def on_deadline(self, now: datetime, policy: Policy, order: Order) -> Event | None:
         """Apply the automatic outcome of the running timer if it is due; else nothing.
@@ -580,6 +595,9 @@ def no_reason_deadline(delivered_at: datetime, policy: Policy) -> datetime:
     end_day = first_day + timedelta(days=policy.after_sales.no_reason_days)
     return datetime.combine(end_day, time(0), tzinfo=policy.zone)
 
+
+# SH-6 (a) / SH-9: violations after which refund or re-ship is the buyer's to choose.
+ENTITLING_VIOLATIONS = ("ship_timeout", "fake_shipment", "lost_parcel", "stalled_parcel")
 
 _INIT_FIELDS = (
     "id", "order_id", "buyer_id", "seller_id", "type", "reason", "status", "received", "lines",

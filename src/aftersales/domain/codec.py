@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -14,6 +14,8 @@ def encode(value: Any) -> Any:
         return {"$money": value.minor, "$cur": value.currency}
     if isinstance(value, datetime):
         return {"$at": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {"$td": value.total_seconds()}
     if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, dict):
@@ -29,6 +31,8 @@ def decode(value: Any) -> Any:
             return Money(int(value["$money"]), str(value["$cur"]))
         if "$at" in value:
             return datetime.fromisoformat(str(value["$at"]))
+        if "$td" in value:
+            return timedelta(seconds=float(value["$td"]))
         return {k: decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return tuple(decode(v) for v in value)

@@ -34,6 +34,7 @@ from aftersales.domain.types import (
 from aftersales.policy.model import Policy
 
 AUTO_CONFIRM = "auto_confirm"
+SHIPPING_CHECK = "shipping_check"  # a shipping rule (SH-2..SH-5, SH-9) may fire
 RULE_AUTO_CONFIRM = "§9:auto_confirm_receipt"
 
 
@@ -77,6 +78,7 @@ class LineSpec:
     category: str | None = None
     warranty_days: int = 0  # AS-7: manufacturer or shop warranty period
     warranty_kind: str | None = None  # "manufacturer" (联保) | "shop" (店保)
+    weight_g: int = 0  # one unit's shipping weight (SH-5 empty-parcel check); 0 = unknown
 
 
 @dataclass(slots=True)
@@ -94,6 +96,7 @@ class OrderLine:
     warranty_kind: str | None = None
     open_case_id: str | None = None  # one open after-sales case per line at a time
     after_sales_used: bool = False  # AS-5: the one chance after completion is spent
+    weight_g: int = 0  # one unit's weight
 
     @property
     def refundable(self) -> Money:
@@ -106,10 +109,14 @@ class OrderLine:
 
 
 LINE_FIELDS = ("refunded", "open_case_id", "after_sales_used")
+# Shipment facts the violation rules read (domain.violations), kept on the order.
+TRACKING_FACTS = ("declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
+                  "delivery_city", "lost_at", "max_scan_gap", "refund_requested_at")
+INFO_KEYS = frozenset({"scan", "found"})  # event payload that describes, not sets
 # Order fields an event may set after OrderPlaced.
 ORDER_FIELDS = frozenset({"shipped_at", "delivered_at", "completed_at", "closed_at",
                           "auto_confirm_at", "auto_confirm_paused_at", "carrier", "tracking_no",
-                          "ship_by"})
+                          "ship_by", "violations", *TRACKING_FACTS})
 
 
 @dataclass(slots=True)
@@ -134,10 +141,21 @@ class Order:
     auto_confirm_paused_at: datetime | None = None  # the timer stands still while a case is open
     carrier: str | None = None
     tracking_no: str | None = None
+    declared_weight_g: int | None = None
+    first_scan_at: datetime | None = None
+    first_pickup_at: datetime | None = None
+    last_scan_at: datetime | None = None
+    delivery_city: str | None = None
+    lost_at: datetime | None = None
+    max_scan_gap: timedelta | None = None  # longest silence between scans before delivery
+    refund_requested_at: datetime | None = None  # first after-sales request before shipment
+    violations: tuple[str, ...] = ()  # violation names recorded (once per order and name)
+    check_at: datetime | None = None  # derived, not logged: when a shipping rule may next fire
     version: int = 0
     seq: int = 0
     pending: list[Event] = field(default_factory=list)
     pending_ledger: list[LedgerEntry] = field(default_factory=list)
+    pending_violations: list[dict[str, Any]] = field(default_factory=list)
     dirty_lines: set[int] = field(default_factory=set)
 
     # -- construction -------------------------------------------------------------------------
@@ -184,10 +202,12 @@ class Order:
             paid = spec.paid if spec.paid is not None else spec.unit_price.times(spec.qty)
             if paid.minor < 0 or paid > spec.unit_price.times(spec.qty):
                 raise InvalidInput(f"line {no}: paid {paid} must be between 0 and qty x price")
+            if spec.weight_g < 0:
+                raise InvalidInput(f"line {no}: weight cannot be negative")
             built.append(OrderLine(no, spec.sku, spec.title or spec.sku, spec.qty,
                                    spec.unit_price, paid, Money.zero(paid.currency),
                                    spec.no_reason_7d, spec.category, spec.warranty_days,
-                                   spec.warranty_kind))
+                                   spec.warranty_kind, weight_g=spec.weight_g))
         order = cls(
             id=order_id, buyer_id=buyer.id, seller_id=seller_id, mode=mode,
             status=OrderStatus.PAID, currency=policy.currency, placed_at=now, ship_by=promised,
@@ -212,7 +232,7 @@ class Order:
                 {"line_no": ln.line_no, "sku": ln.sku, "title": ln.title, "qty": ln.qty,
                  "unit_price": ln.unit_price, "paid": ln.paid, "no_reason_7d": ln.no_reason_7d,
                  "category": ln.category, "warranty_days": ln.warranty_days,
-                 "warranty_kind": ln.warranty_kind}
+                 "warranty_kind": ln.warranty_kind, "weight_g": ln.weight_g}
                 for ln in self.lines
             ],
         }
@@ -228,6 +248,8 @@ class Order:
     def apply(self, event: Event) -> None:
         self.seq += 1
         for key, value in event.changes.items():
+            if key in INFO_KEYS:
+                continue  # what was scanned; the facts it changed follow as their own keys
             if key.startswith("line."):
                 _, no, attr = key.split(".")
                 if attr not in LINE_FIELDS:
@@ -255,7 +277,8 @@ class Order:
             ship_to_city=s["ship_to_city"],
             lines=[OrderLine(ln["line_no"], ln["sku"], ln["title"], ln["qty"], ln["unit_price"],
                              ln["paid"], Money.zero(ln["paid"].currency), ln["no_reason_7d"],
-                             ln["category"], ln["warranty_days"], ln["warranty_kind"])
+                             ln["category"], ln["warranty_days"], ln["warranty_kind"],
+                             weight_g=ln.get("weight_g", 0))
                    for ln in s["lines"]],
         )
         order.seq = 1
@@ -293,10 +316,13 @@ class Order:
     def next_deadline(self) -> tuple[datetime | None, str | None]:
         """The order's next timer; the worker fires it. Auto-confirm waits while a case is open
         (the platform freezes it during after-sales)."""
+        auto = None
         if (self.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
                 and self.auto_confirm_at is not None and not self.has_open_case):
-            return self.auto_confirm_at, AUTO_CONFIRM
-        return None, None
+            auto = self.auto_confirm_at
+        if self.check_at is not None and (auto is None or self.check_at < auto):
+            return self.check_at, SHIPPING_CHECK
+        return (auto, AUTO_CONFIRM) if auto is not None else (None, None)
 
     # -- actions ------------------------------------------------------------------------------
     def _next(self, action: OrderAction) -> OrderStatus:
@@ -319,7 +345,7 @@ class Order:
                                 action=action, status=self.status.value, code=code)
 
     def ship(self, actor: Actor, carrier: str, tracking_no: str, now: datetime,
-             policy: Policy) -> Event:
+             policy: Policy, weight_g: int | None = None) -> Event:
         """Upload the tracking number. SH-8: the buyer's shipping notice names carrier and
         number; the auto-confirm timer starts (§9)."""
         self._require(actor, Role.SELLER, "ship")
@@ -329,17 +355,34 @@ class Order:
             raise InvalidInput("carrier and tracking number are required", rule="SH-2")
         return self._record("OrderShipped", now, actor, "SH-8", {
             "status": self._next(OrderAction.SHIP), "shipped_at": now, "carrier": carrier,
-            "tracking_no": tracking_no,
+            "tracking_no": tracking_no, "declared_weight_g": weight_g,
             "auto_confirm_at": now + policy.deadlines.auto_confirm_receipt,
         })
 
-    def scanned(self, kind: ScanKind, at: datetime, city: str | None) -> Event | None:
-        """A carrier scan of this order's parcel. Delivery starts the 7-day no-reason clock."""
-        if kind in (ScanKind.DELIVERED, ScanKind.SIGNED) and order_can(self.status,
-                                                                       OrderAction.DELIVER):
-            return self._record("ParcelDelivered", at, SYSTEM, None, {
-                "status": self._next(OrderAction.DELIVER), "delivered_at": at})
-        return None
+    def scanned(self, kind: ScanKind, at: datetime, city: str | None) -> Event:
+        """A carrier scan of this order's parcel: updates the shipment facts the violation
+        rules read (SH-3..SH-5, SH-9). Delivery starts the 7-day no-reason clock."""
+        changes: dict[str, Any] = {}
+        if self.first_scan_at is None or at < self.first_scan_at:
+            changes["first_scan_at"] = at
+        if kind is ScanKind.PICKED_UP and (self.first_pickup_at is None
+                                           or at < self.first_pickup_at):
+            changes["first_pickup_at"] = at
+        if self.last_scan_at is None or at > self.last_scan_at:
+            if self.last_scan_at is not None and self.delivered_at is None:
+                gap = at - self.last_scan_at  # SH-9: silence while in transit
+                if self.max_scan_gap is None or gap > self.max_scan_gap:
+                    changes["max_scan_gap"] = gap
+            changes["last_scan_at"] = at
+        if kind is ScanKind.LOST and self.lost_at is None:
+            changes["lost_at"] = at
+        name = "ParcelScanned"
+        if kind in (ScanKind.DELIVERED, ScanKind.SIGNED) and self.delivered_at is None:
+            changes.update(delivered_at=at, delivery_city=city)
+            if order_can(self.status, OrderAction.DELIVER):
+                changes["status"] = self._next(OrderAction.DELIVER)
+                name = "ParcelDelivered"
+        return self._record(name, at, SYSTEM, None, {"scan": kind, **changes})
 
     def confirm_receipt(self, actor: Actor, now: datetime) -> Event:
         self._require(actor, Role.BUYER, "confirm_receipt")
@@ -362,6 +405,66 @@ class Order:
                 "status": self._next(OrderAction.AUTO_CONFIRM), "completed_at": now,
                 "auto_confirm_at": None})]
         return []
+
+    # -- shipping violations (SH-2..SH-6, SH-9) ----------------------------------------------
+    @property
+    def expected_weight_g(self) -> int:
+        return sum(ln.qty * ln.weight_g for ln in self.lines)
+
+    def facts(self, tracking_orders: int | None = None) -> dict[str, Any]:
+        """The shipment facts of `domain.violations.FACTS`, as the batch scan computes them."""
+        return {
+            "order_id": self.id, "seller_id": self.seller_id, "mode": self.mode.value,
+            "placed_at": self.placed_at, "ship_by": self.ship_by,
+            "ship_to_city": self.ship_to_city, "shipped_at": self.shipped_at,
+            "tracking_no": self.tracking_no, "declared_weight_g": self.declared_weight_g,
+            "expected_weight_g": self.expected_weight_g, "first_scan_at": self.first_scan_at,
+            "first_pickup_at": self.first_pickup_at, "last_scan_at": self.last_scan_at,
+            "delivered_at": self.delivered_at, "delivery_city": self.delivery_city,
+            "lost_at": self.lost_at, "max_scan_gap": self.max_scan_gap,
+            "refund_requested_at": self.refund_requested_at, "tracking_orders": tracking_orders,
+        }
+
+    def compensation_for(self, name: str, policy: Policy) -> tuple[Money, LedgerKind] | None:
+        """SH-6 (b): what the pack pays the buyer for this violation, once per order and
+        violation: the schedule applied to the goods value paid (5 % floor 5 cap 30 on
+        Taobao; Douyin's tiers as a no-threshold coupon)."""
+        schedule = policy.compensation.get(name)
+        if schedule is None:
+            return None
+        amount = schedule.for_price(self.paid)
+        if not amount.is_positive:
+            return None
+        kind = LedgerKind.COUPON if schedule.paid_as == "coupon" else LedgerKind.COMPENSATION
+        return amount, kind
+
+    def record_violations(self, findings: Sequence[Any], now: datetime, policy: Policy
+                          ) -> list[dict[str, Any]]:
+        """Record what the rules found (once per order and violation name) and pay the
+        compensation the pack says into the ledger. Returns the new violations."""
+        new: dict[str, dict[str, Any]] = {}
+        for f in findings:
+            if f.name in self.violations:
+                continue
+            entry = new.setdefault(f.name, {"name": f.name, "rule": f.rule, "detectors": [],
+                                            "evidence": {}, "detected_at": now})
+            entry["detectors"].append(f.detector)
+            entry["evidence"][f.detector] = dict(f.evidence)
+        if not new:
+            return []
+        for entry in new.values():
+            paid = self.compensation_for(entry["name"], policy)
+            entry["compensation"], entry["paid_as"] = (paid if paid else
+                                                       (Money.zero(self.currency), None))
+            if paid:
+                self.pending_ledger.append(self._entry(
+                    paid[1], paid[0], now, f"{entry['name']} compensation "
+                    f"({', '.join(entry['detectors'])})", "SH-6"))
+        self.pending_violations.extend(new.values())
+        rule = next(iter(new.values()))["rule"]
+        self._record("ViolationDetected", now, SYSTEM, rule, {
+            "violations": (*self.violations, *new), "found": list(new.values())})
+        return list(new.values())
 
     # -- money --------------------------------------------------------------------------------
     def _entry(self, kind: LedgerKind, amount: Money, at: datetime, reason: str,
@@ -422,6 +525,8 @@ class Order:
         if (not self.has_open_case and self.auto_confirm_at is not None
                 and self.auto_confirm_paused_at is None):
             changes["auto_confirm_paused_at"] = now
+        if self.status is OrderStatus.PAID and self.refund_requested_at is None:
+            changes["refund_requested_at"] = now  # the ship-by duty pauses (SH-2)
         return self._record("CaseOpened", now, actor, "AS-5", changes)
 
     def detach_case(self, line_nos: Sequence[int], now: datetime, actor: Actor,

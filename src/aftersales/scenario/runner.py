@@ -175,7 +175,7 @@ def _command(r: Run, step: Step) -> c.Command:
                 paid=_money(ln["paid"], "paid") if "paid" in ln else None,
                 no_reason_7d=bool(ln.get("no_reason_7d", True)),
                 category=ln.get("category"), warranty_days=int(ln.get("warranty_days", 0)),
-                warranty_kind=ln.get("warranty_kind")))
+                warranty_kind=ln.get("warranty_kind"), weight_g=int(ln.get("weight_g", 0))))
         ship_by = (parse_time(f["ship_by"], r.scenario.start, step.line, "ship_by")
                    if "ship_by" in f else None)
         if str(f["order"]) in r.orders:

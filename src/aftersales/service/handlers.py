@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from aftersales.domain import codec
-from aftersales.domain.cases import Case
+from aftersales.domain import violations
+from aftersales.domain.cases import Action, Case
 from aftersales.domain.errors import InvalidInput, NotFound
 from aftersales.domain.orders import Order
-from aftersales.domain.types import Event, Role, require_aware
+from aftersales.domain.types import SYSTEM, Event, OrderStatus, Role, require_aware
 from aftersales.policy import loader
 from aftersales.policy.model import Policy
 from aftersales.service.commands import (
@@ -32,8 +32,8 @@ from aftersales.service.commands import (
     Result,
     Ship,
 )
-from aftersales.store.repository import Repository
-from aftersales.store.uow import UnitOfWork
+from aftersales.store.repository import Repository, encode_changes
+from aftersales.store.uow import KeptConnections, UnitOfWork
 
 C = TypeVar("C", bound=Command)
 IdFactory = Callable[[str], str]
@@ -68,11 +68,12 @@ class Service:
         self.ids = ids
         self._pinned: dict[tuple[str, str], Policy] = {}
         self._registered: set[tuple[str, str]] = set()
+        self._connections = KeptConnections(engine)  # one per thread, between commands
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager
     def uow(self) -> Iterator[UnitOfWork]:
-        with UnitOfWork(self.engine) as uow:
+        with UnitOfWork(self.engine, self._connections) as uow:
             yield uow
 
     def pinned_policy(self, repo: Repository, policy_id: str, version: str) -> Policy:
@@ -131,6 +132,7 @@ class Service:
         order = Order.place(order_id=cmd.order_id or self.ids("ord"), buyer=cmd.actor,
                             seller_id=cmd.seller_id, mode=cmd.mode, lines=cmd.lines, now=now,
                             policy=policy, ship_by=cmd.ship_by, ship_to_city=cmd.ship_to_city)
+        self._settle(repo, order, now)  # the ship-by check (SH-2) is planned from the start
         out = _published("order", order.id, order.pending)
         repo.add_order(order)
         return Result(out, order_id=order.id)
@@ -140,10 +142,18 @@ class Service:
         policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
         if cmd.weight_g is not None and cmd.weight_g <= 0:
             raise InvalidInput("weight_g must be positive")
-        order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy)
+        order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy, cmd.weight_g)
+        # SH-5: a tracking number already on other orders flags them all.
+        others = [o for o in repo.orders_by_tracking(cmd.tracking) if o != order.id]
+        self._settle(repo, order, now, tracking_orders=len(others) + 1)
         out = _published("order", order.id, order.pending)
         repo.save_order(order)
         repo.add_shipment(order.id, "outbound", cmd.carrier, cmd.tracking, now, cmd.weight_g)
+        for other_id in others:
+            other = repo.get_order(other_id)
+            self._settle(repo, other, now, tracking_orders=len(others) + 1)
+            out += _published("order", other.id, other.pending)
+            repo.save_order(other)
         return Result(out, order_id=order.id)
 
     def _scan(self, repo: Repository, cmd: RecordScan, now: datetime) -> Result:
@@ -157,6 +167,7 @@ class Service:
         for order_id in order_ids:
             order = repo.get_order(order_id)
             order.scanned(cmd.event, now, cmd.city)
+            self._settle(repo, order, now, tracking_orders=len(order_ids))
             out += _published("order", order.id, order.pending)
             repo.save_order(order)
         return Result(out)
@@ -165,6 +176,7 @@ class Service:
         order = repo.get_order(cmd.order_id)
         order.on_deadline(now)  # already auto-confirmed if the worker is behind
         order.confirm_receipt(cmd.actor, now)
+        self._settle(repo, order, now)
         out = _published("order", order.id, order.pending)
         repo.save_order(order)
         return Result(out, order_id=order.id)
@@ -178,6 +190,9 @@ class Service:
                          case_type=cmd.type, reason=cmd.reason, now=now, policy=policy,
                          received=cmd.received, lines=cmd.lines, amount=cmd.amount,
                          description=cmd.description)
+        if case.entitled_by(order):  # SH-6 (a), SH-9: refund or re-ship is the buyer's call
+            case.act(Action.ENTITLE, SYSTEM, now, policy, order)
+        self._settle(repo, order, now)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         repo.add_case(case)
@@ -191,6 +206,7 @@ class Service:
         # an answer, RF-1): apply it first, then judge the action against the new state.
         case.on_deadline(now, policy, order)
         case.act(cmd.ACTION, cmd.actor, now, policy, order, **cmd.args())
+        self._settle(repo, order, now)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         if case.return_tracking and cmd.ACTION.value == "ship_return":
@@ -203,12 +219,27 @@ class Service:
         repo.save_order(order)
         return Result(out, order_id=order.id, case_id=case.id)
 
+    # -- shipping rules (SH-2..SH-6, SH-9) ---------------------------------------------------
+    def _settle(self, repo: Repository, order: Order, now: datetime,
+                tracking_orders: int | None = None) -> None:
+        """Run the shipping rules on the order's facts (recording and compensating what they
+        find, once per order and violation) and plan when they must be looked at next. Every
+        order save goes through here, so the order's next deadline always includes them."""
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        known = frozenset(order.violations)
+        findings = violations.detect(order.facts(tracking_orders), policy, now, known)
+        order.record_violations(findings, now, policy)  # saved with the order
+        live = order.status in (OrderStatus.PAID, OrderStatus.SHIPPED, OrderStatus.DELIVERED)
+        order.check_at = (violations.next_check(order.facts(), policy, now,
+                                                frozenset(order.violations)) if live else None)
+
     # -- deadlines (the worker calls these) ---------------------------------------------------
     def fire_case_deadline(self, repo: Repository, case_id: str, now: datetime) -> list[Published]:
         case, order = repo.get_case_and_order(case_id)
         policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
         if case.on_deadline(now, policy, order) is None:
             return []
+        self._settle(repo, order, now)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         repo.save_case(case)
@@ -219,6 +250,7 @@ class Service:
                             ) -> list[Published]:
         order = repo.get_order(order_id)
         order.on_deadline(now)
+        self._settle(repo, order, now)
         out = _published("order", order.id, order.pending)
         if order.pending:
             repo.save_order(order)
@@ -229,4 +261,4 @@ class Service:
 
 def _published(aggregate: str, aggregate_id: str, events: list[Event]) -> list[Published]:
     return [Published(aggregate, aggregate_id, e.name, e.at, str(e.actor), e.rule,
-                      codec.encode(e.changes)) for e in events]
+                      encode_changes(e)) for e in events]

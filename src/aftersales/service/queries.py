@@ -22,7 +22,12 @@ def _iso(value: datetime | None, tz: tzinfo | None) -> str | None:
     return (value.astimezone(tz) if tz is not None else value).isoformat()
 
 
-def order_view(order: Order, tz: tzinfo | None = None) -> dict[str, Any]:
+def order_view(order: Order, tz: tzinfo | None = None,
+               found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An order as a party sees it; `found` are its violation rows (SH-5, SH-6)."""
+    found = found or []
+    compensation = sum((Money(v["compensation"], v["currency"]) for v in found),
+                       Money.zero(order.currency))
     return {
         "id": order.id, "status": order.status.value, "paid": str(order.paid),
         "refunded": str(order.refunded), "seller": order.seller_id, "buyer": order.buyer_id,
@@ -30,7 +35,12 @@ def order_view(order: Order, tz: tzinfo | None = None) -> dict[str, Any]:
         "shipped_at": _iso(order.shipped_at, tz), "delivered_at": _iso(order.delivered_at, tz),
         "completed_at": _iso(order.completed_at, tz),
         "carrier": order.carrier, "tracking": order.tracking_no,
-        "violations": [], "compensation": str(Money.zero(order.currency)),
+        "violations": [v["name"] for v in found], "compensation": str(compensation),
+        "violation_details": [
+            {"name": v["name"], "rule": v["rule"], "detectors": v["detectors"],
+             "status": v["status"], "detected_at": _iso(v["detected_at"], tz),
+             "compensation": str(Money(v["compensation"], v["currency"])),
+             "paid_as": v["paid_as"]} for v in found],
         "lines": [{"line_no": ln.line_no, "sku": ln.sku, "qty": ln.qty, "paid": str(ln.paid),
                    "refunded": str(ln.refunded), "after_sales_used": ln.after_sales_used}
                   for ln in order.lines],
@@ -78,14 +88,26 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
         sellers.setdefault(order.seller_id, {
             "penalty_points": points[order.seller_id], "dispute_refunds": 0, "ship_timeouts": 0,
             "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
-            "compensation_paid": str(zero)})
+            "lost_or_stalled": 0, "compensation_paid": str(zero)})
         buyers[order.buyer_id]
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    counters = {"ship_timeout": "ship_timeouts", "pickup_timeout": "pickup_timeouts",
+                "fake_shipment": "fake_shipments", "out_of_stock": "out_of_stock"}
+    for v in repo.violations_of(ids):  # SR-1: violations count on the seller's record
+        found[v["order_id"]].append(v)
+        record = sellers[v["seller_id"]]
+        if v["name"] in counters:
+            record[counters[v["name"]]] += 1
+        if v["name"] in ("lost_parcel", "stalled_parcel"):
+            record["lost_or_stalled"] += 1
+        paid = Money(v["compensation"], v["currency"])
+        record["compensation_paid"] = str(Money.parse(record["compensation_paid"]) + paid)
     for case in case_objs.values():
         if (case.decided_by in ("staff", "jury") and case.seller_responsible
                 and case.refunded.is_positive):
             sellers[case.seller_id]["dispute_refunds"] += 1  # IN-8
     return {
-        "orders": {name: order_view(o, tz) for name, o in order_objs.items()},
+        "orders": {name: order_view(o, tz, found[o.id]) for name, o in order_objs.items()},
         "cases": {name: case_view(c, tz) for name, c in case_objs.items()},
         "sellers": sellers,
         "buyers": {b: {k: str(v[k]) for k in ("refunded", "compensation", "coupons")}

@@ -7,8 +7,8 @@ raises `ConcurrencyConflict` and the unit of work rolls everything back.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
@@ -31,6 +31,7 @@ from aftersales.domain.types import (
 from aftersales.policy import loader
 from aftersales.policy.model import Policy
 from aftersales.store import tables as t
+from aftersales.store.fastsql import execute, executemany, fetch
 
 _CASE_SCALARS = (
     "id", "order_id", "buyer_id", "seller_id", "decided_by", "received", "opened_at",
@@ -44,8 +45,21 @@ _ORDER_SCALARS = (
     "id", "buyer_id", "seller_id", "currency", "ship_to_city", "placed_at", "ship_by",
     "shipped_at", "delivered_at", "completed_at", "closed_at", "auto_confirm_at",
     "auto_confirm_paused_at", "carrier", "tracking_no", "policy_id", "policy_version",
-    "version", "seq",
+    "version", "seq", "declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
+    "delivery_city", "lost_at", "refund_requested_at",
 )
+_ORDER_LABELS = tuple((k, f"o_{k}") for k in _ORDER_SCALARS)  # as _SELECT_ORDER names them
+# Order state written on every save (besides version/seq and the deadline columns).
+_ORDER_MUTABLE = tuple(k for k in _ORDER_SCALARS
+                       if k not in ("id", "buyer_id", "seller_id", "currency", "ship_to_city",
+                                    "placed_at", "policy_id", "policy_version", "version", "seq"))
+
+
+def _order_extra(order: Order) -> dict[str, Any]:
+    """Columns that need converting: the longest scan gap in seconds, violation names."""
+    gap = order.max_scan_gap
+    return {"max_scan_gap_s": int(gap.total_seconds()) if gap is not None else None,
+            "violations": list(order.violations)}
 
 # Statements are built once and executed with parameter dicts: building `.values(...)` or a
 # `where(col == value)` per call costs more than the database round trip on SQLite, and a
@@ -90,11 +104,31 @@ _NEXT_DUE = select(  # one round trip; the simulated clock (advance) asks before
     select(func.min(_O.c.next_deadline)).scalar_subquery())
 
 
+# A command encodes each new event's changes twice: for its caller (`Published.data`) and for
+# the log row. The service encodes first (`encode_changes`) and leaves the result here for the
+# save right after it, found by identity (events are immutable records; nothing runs between).
+_ENCODED: dict[int, tuple[Event, Any]] = {}
+
+
+def encode_changes(event: Event) -> Any:
+    """`codec.encode(event.changes)`, also kept for this event's log row."""
+    value = codec.encode(event.changes)
+    if len(_ENCODED) >= 1024:  # published but never saved (a command that failed): forget
+        _ENCODED.clear()
+    _ENCODED[id(event)] = (event, value)
+    return value
+
+
+def _stored_changes(event: Event) -> Any:
+    kept = _ENCODED.pop(id(event), None)
+    return kept[1] if kept is not None and kept[0] is event else codec.encode(event.changes)
+
+
 def _events_rows(owner: str, owner_id: str, first_seq: int, events: Sequence[Event]
                  ) -> list[dict[str, Any]]:
     return [
         {f"{owner}_id": owner_id, "seq": first_seq + i, "name": e.name, "at": e.at,
-         "actor": str(e.actor), "rule": e.rule, "changes": codec.encode(e.changes)}
+         "actor": str(e.actor), "rule": e.rule, "changes": _stored_changes(e)}
         for i, e in enumerate(events)
     ]
 
@@ -106,7 +140,7 @@ class Repository:
 
     # -- orders -------------------------------------------------------------------------------
     def get_order(self, order_id: str) -> Order:
-        rows = self.conn.execute(_SELECT_ORDER, {"b_id": order_id}).mappings().all()
+        rows = fetch(self.conn, _SELECT_ORDER, {"b_id": order_id})
         if not rows:
             raise NotFound(f"unknown order {order_id!r}")
         return self._order_from_rows(rows)
@@ -117,32 +151,37 @@ class Repository:
         row = rows[0]
         cur = row["o_currency"]
         return Order(
-            **{k: row[f"o_{k}"] for k in _ORDER_SCALARS},
+            **{k: row[label] for k, label in _ORDER_LABELS},
             mode=ShippingMode(row["o_mode"]), status=OrderStatus(row["o_status"]),
             lines=[OrderLine(
                 ln["l_line_no"], ln["l_sku"], ln["l_title"], ln["l_qty"],
                 Money(ln["l_unit_price"], cur), Money(ln["l_paid"], cur),
                 Money(ln["l_refunded"], cur), ln["l_no_reason_7d"], ln["l_category"],
                 ln["l_warranty_days"], ln["l_warranty_kind"], ln["l_open_case_id"],
-                ln["l_after_sales_used"]) for ln in rows if ln["l_line_no"] is not None],
+                ln["l_after_sales_used"], ln["l_weight_g"])
+                for ln in rows if ln["l_line_no"] is not None],
+            max_scan_gap=(timedelta(seconds=row["o_max_scan_gap_s"])
+                          if row["o_max_scan_gap_s"] is not None else None),
+            violations=tuple(row["o_violations"] or ()),
         )
 
     def add_order(self, order: Order) -> None:
         due, kind = order.next_deadline()
         try:
-            self.conn.execute(_INSERT_ORDER, {
+            execute(self.conn, _INSERT_ORDER, {
                 **{k: getattr(order, k) for k in _ORDER_SCALARS if k not in ("version", "seq")},
                 "mode": order.mode.value, "status": order.status.value, "next_deadline": due,
-                "deadline_kind": kind, "version": 1, "seq": order.seq})
+                "deadline_kind": kind, "version": 1, "seq": order.seq, **_order_extra(order)})
         except IntegrityError:
             raise ConcurrencyConflict(f"order {order.id} already exists") from None
-        self.conn.execute(_INSERT_LINES, [
+        executemany(self.conn, _INSERT_LINES, [
             {"order_id": order.id, "line_no": ln.line_no, "sku": ln.sku, "title": ln.title,
              "qty": ln.qty, "unit_price": ln.unit_price.minor, "paid": ln.paid.minor,
              "refunded": ln.refunded.minor, "no_reason_7d": ln.no_reason_7d,
              "category": ln.category, "warranty_days": ln.warranty_days,
              "warranty_kind": ln.warranty_kind, "open_case_id": ln.open_case_id,
-             "after_sales_used": ln.after_sales_used} for ln in order.lines])
+             "after_sales_used": ln.after_sales_used, "weight_g": ln.weight_g}
+            for ln in order.lines])
         order.version = 1
         self._flush_order(order)
 
@@ -150,22 +189,18 @@ class Repository:
         if not order.pending and not order.pending_ledger:
             return
         due, kind = order.next_deadline()
-        result = self.conn.execute(_UPDATE_ORDER, {
-            "b_id": order.id, "b_version": order.version,
-            "status": order.status.value, "shipped_at": order.shipped_at,
-            "delivered_at": order.delivered_at, "completed_at": order.completed_at,
-            "closed_at": order.closed_at, "auto_confirm_at": order.auto_confirm_at,
-            "auto_confirm_paused_at": order.auto_confirm_paused_at, "carrier": order.carrier,
-            "tracking_no": order.tracking_no, "ship_by": order.ship_by,
+        count = execute(self.conn, _UPDATE_ORDER, {
+            "b_id": order.id, "b_version": order.version, "status": order.status.value,
+            **{k: getattr(order, k) for k in _ORDER_MUTABLE}, **_order_extra(order),
             "next_deadline": due, "deadline_kind": kind, "version": order.version + 1,
             "seq": order.seq})
-        if result.rowcount != 1:
+        if count != 1:
             raise ConcurrencyConflict(f"order {order.id} was changed by someone else; "
                                       "nothing was applied")
         order.version += 1
         for no in sorted(order.dirty_lines):
             ln = order.line(no)
-            self.conn.execute(_UPDATE_LINE, {
+            execute(self.conn, _UPDATE_LINE, {
                 "b_order_id": order.id, "b_line_no": no, "refunded": ln.refunded.minor,
                 "open_case_id": ln.open_case_id, "after_sales_used": ln.after_sales_used})
         self._flush_order(order)
@@ -173,47 +208,51 @@ class Repository:
     def _flush_order(self, order: Order) -> None:
         if order.pending:
             first = order.seq - len(order.pending) + 1
-            self.conn.execute(_INSERT_ORDER_EVENTS,
-                              _events_rows("order", order.id, first, order.pending))
+            executemany(self.conn, _INSERT_ORDER_EVENTS,
+                        _events_rows("order", order.id, first, order.pending))
         if order.pending_ledger:
             self.add_ledger(order.pending_ledger)
+        if order.pending_violations:  # after the version check: a lost race never gets here
+            self.add_violations(order, order.pending_violations)
+            order.pending_violations.clear()
         order.pending.clear()
         order.pending_ledger.clear()
         order.dirty_lines.clear()
 
     def add_ledger(self, entries: Iterable[LedgerEntry]) -> None:
-        self.conn.execute(_INSERT_LEDGER, [
+        executemany(self.conn, _INSERT_LEDGER, [
             {"order_id": e.order_id, "case_id": e.case_id, "line_no": e.line_no,
              "kind": e.kind.value, "amount": e.amount.minor, "currency": e.amount.currency,
              "points": e.points, "buyer_id": e.buyer_id, "seller_id": e.seller_id,
              "reason": e.reason, "rule": e.rule, "at": e.at} for e in entries])
 
     def orders_by_tracking(self, tracking_no: str) -> list[str]:
-        rows = self.conn.execute(_OUTBOUND_BY_TRACKING, {"b_tracking": tracking_no})
-        return sorted({r[0] for r in rows})
+        rows = fetch(self.conn, _OUTBOUND_BY_TRACKING, {"b_tracking": tracking_no})
+        return sorted({r["order_id"] for r in rows})
 
     def add_shipment(self, order_id: str, kind: str, carrier: str, tracking_no: str,
                      at: datetime, weight_g: int | None = None,
                      case_id: str | None = None) -> None:
-        self.conn.execute(_INSERT_SHIPMENT, {
+        execute(self.conn, _INSERT_SHIPMENT, {
             "order_id": order_id, "case_id": case_id, "kind": kind, "carrier": carrier,
             "tracking_no": tracking_no, "weight_g": weight_g, "shipped_at": at})
 
     def add_tracking_event(self, tracking_no: str, kind: str, city: str | None,
                            at: datetime) -> None:
-        self.conn.execute(_INSERT_TRACKING, {
+        execute(self.conn, _INSERT_TRACKING, {
             "tracking_no": tracking_no, "kind": kind, "city": city, "at": at})
 
     # -- cases --------------------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case:
-        row = self.conn.execute(_SELECT_CASE, {"b_id": case_id}).mappings().first()
+        rows = fetch(self.conn, _SELECT_CASE, {"b_id": case_id})
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"unknown case {case_id!r}")
         return self._case_from_row(row)
 
     def get_case_and_order(self, case_id: str) -> tuple[Case, Order]:
         """The case and its order, as `get_case` then `get_order` would load them."""
-        rows = self.conn.execute(_SELECT_CASE_ORDER, {"b_id": case_id}).mappings().all()
+        rows = fetch(self.conn, _SELECT_CASE_ORDER, {"b_id": case_id})
         if not rows:
             raise NotFound(f"unknown case {case_id!r}")
         if rows[0]["o_id"] is None:
@@ -248,7 +287,7 @@ class Repository:
         values = self._case_values(case)
         values["version"] = 1
         try:
-            self.conn.execute(_INSERT_CASE, values)
+            execute(self.conn, _INSERT_CASE, values)
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} already exists") from None
         case.version = 1
@@ -259,8 +298,7 @@ class Repository:
             return
         values = self._case_values(case)
         values.update(version=case.version + 1, b_id=case.id, b_version=case.version)
-        result = self.conn.execute(_UPDATE_CASE, values)
-        if result.rowcount != 1:
+        if execute(self.conn, _UPDATE_CASE, values) != 1:
             raise ConcurrencyConflict(f"case {case.id} was changed by someone else; "
                                       "nothing was applied")
         case.version += 1
@@ -269,8 +307,8 @@ class Repository:
     def _flush_case(self, case: Case) -> None:
         first = case.seq - len(case.pending) + 1
         try:
-            self.conn.execute(_INSERT_CASE_EVENTS,
-                              _events_rows("case", case.id, first, case.pending))
+            executemany(self.conn, _INSERT_CASE_EVENTS,
+                        _events_rows("case", case.id, first, case.pending))
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} log moved on; nothing was applied") from None
         case.pending.clear()
@@ -342,13 +380,35 @@ class Repository:
             self._policies[key] = loader.build(body, f"{policy_id}@{version}")
         return self._policies[key]
 
+    # -- shipping violations ------------------------------------------------------------------
+    def add_violations(self, order: Order, found: Sequence[Mapping[str, Any]]) -> None:
+        """Record violations (once per order and name: the table's unique key backs it)."""
+        try:
+            self._insert_violations(order, found)
+        except IntegrityError:
+            raise ConcurrencyConflict(f"order {order.id}: violation already recorded") from None
+
+    def _insert_violations(self, order: Order, found: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(insert(t.violations), [
+            {"order_id": order.id, "seller_id": order.seller_id, "buyer_id": order.buyer_id,
+             "name": v["name"], "rule": v["rule"], "detectors": list(v["detectors"]),
+             "evidence": codec.encode(v["evidence"]), "detected_at": v["detected_at"],
+             "status": "confirmed", "compensation": v["compensation"].minor,
+             "currency": v["compensation"].currency,
+             "paid_as": v["paid_as"].value if v["paid_as"] is not None else None}
+            for v in found])
+
+    def violations_of(self, order_ids: Sequence[str]) -> list[dict[str, Any]]:
+        rows = self.conn.execute(select(t.violations).where(
+            t.violations.c.order_id.in_(list(order_ids))).order_by(t.violations.c.id)).mappings()
+        return [dict(r) for r in rows]
+
     # -- small helpers used by the service ----------------------------------------------------
     def is_known_tracking(self, tracking_no: str) -> bool:
-        return self.conn.execute(_ANY_BY_TRACKING,
-                                 {"b_tracking": tracking_no}).first() is not None
+        return bool(fetch(self.conn, _ANY_BY_TRACKING, {"b_tracking": tracking_no}))
 
     def refresh_order_deadline(self, order: Order) -> None:
         """Recompute a stale next_deadline (e.g. auto-confirm frozen by an open case)."""
         due, kind = order.next_deadline()
-        self.conn.execute(_UPDATE_ORDER, {"b_id": order.id, "b_version": order.version,
-                                          "next_deadline": due, "deadline_kind": kind})
+        execute(self.conn, _UPDATE_ORDER, {"b_id": order.id, "b_version": order.version,
+                                           "next_deadline": due, "deadline_kind": kind})

@@ -6,7 +6,7 @@ The next deadline of every open case and order is an indexed column: the worker'
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -49,6 +49,65 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # SQLite stores text: SQLAlchemy chains process_bind_param with its DATETIME formatting
+    # ("%(year)04d-...%(microsecond)06d") and fromisoformat with process_result_value. Each
+    # pair is done here in one step with the same result (`isoformat(" ", "microseconds")` is
+    # that format), which matters when a lifecycle binds and reads a few hundred times. Any other
+    # dialect, or a DATETIME with a custom format, keeps SQLAlchemy's own chain.
+    def _sqlite_default_text(self, dialect: Dialect) -> bool:
+        impl = self.impl_instance  # on the dialect's copy: the dialect's own DATETIME
+        return (dialect.name == "sqlite" and not getattr(dialect, "native_datetime", False)
+                and getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT
+                and getattr(impl, "_reg", True) is None)
+
+    # Both remember recent conversions (an order carries the same dozen times through all its
+    # saves and loads). A text depends only on the instant, and equal aware datetimes are the
+    # same instant, except two readings of one wall time in a DST fold: `fold` is in the key.
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if not self._sqlite_default_text(dialect):
+            return super().bind_processor(dialect)
+        seen: dict[Any, str] = {}
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r}: only timezone-aware times are stored")
+            # fold only matters for zones with DST (zoneinfo), never for fixed offsets
+            key = value if value.tzinfo.__class__ is timezone else (value, value.fold)
+            text = seen.get(key)
+            if text is None:
+                if len(seen) >= _SEEN_MAX:
+                    seen.clear()
+                # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the first 26 characters are the text
+                text = seen[key] = value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+            return text
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if not self._sqlite_default_text(dialect):
+            return super().result_processor(dialect, coltype)
+        parse = datetime.fromisoformat
+        seen: dict[str, datetime] = {}  # datetimes are immutable: sharing one is safe
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            parsed = seen.get(value)
+            if parsed is None:
+                if len(seen) >= _SEEN_MAX:
+                    seen.clear()
+                parsed = parse(value)
+                parsed = seen[value] = (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None
+                                        else parsed.astimezone(UTC))
+            return parsed
+        return process
+
+
+_SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d "
+                           "%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
+_SEEN_MAX = 4096
+
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
@@ -89,6 +148,16 @@ orders = Table(
     Column("auto_confirm_paused_at", UTCDateTime),  # set while an after-sales case is open
     Column("carrier", String(64)),
     Column("tracking_no", String(128), index=True),
+    # shipment facts the violation rules read (domain.violations)
+    Column("declared_weight_g", Integer),
+    Column("first_scan_at", UTCDateTime),
+    Column("first_pickup_at", UTCDateTime),
+    Column("last_scan_at", UTCDateTime),
+    Column("delivery_city", String(128)),
+    Column("lost_at", UTCDateTime),
+    Column("max_scan_gap_s", Integer),
+    Column("refund_requested_at", UTCDateTime),
+    Column("violations", Json, nullable=False, server_default="[]"),
     Column("policy_id", String(64), nullable=False),
     Column("policy_version", String(64), nullable=False),
     Column("next_deadline", UTCDateTime, index=True),
@@ -113,6 +182,7 @@ order_lines = Table(
     Column("warranty_kind", String(16)),
     Column("open_case_id", String(64)),
     Column("after_sales_used", Boolean, nullable=False),
+    Column("weight_g", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("order_id", "line_no"),
     # Money is never created: the database refuses a refund above what the line paid.
     CheckConstraint("refunded >= 0 AND refunded <= paid", name="refund_within_paid"),
@@ -201,6 +271,34 @@ def _event_table(name: str, owner: str) -> Table:
 
 case_events = _event_table("case_events", "case")
 order_events = _event_table("order_events", "order")
+
+violations = Table(
+    "violations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), ForeignKey("orders.id"), nullable=False),
+    Column("seller_id", String(64), nullable=False, index=True),
+    Column("buyer_id", String(64), nullable=False),
+    Column("name", String(32), nullable=False),  # ship_timeout, pickup_timeout, fake_shipment...
+    Column("rule", String(16), nullable=False),
+    Column("detectors", Json, nullable=False),
+    Column("evidence", Json, nullable=False),
+    Column("detected_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # confirmed | disputed
+    Column("compensation", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("paid_as", String(16)),  # compensation | coupon | None
+    Column("dispute_reason", Text),
+    UniqueConstraint("order_id", "name"),  # once per order and violation (SH-6)
+)
+
+stock = Table(
+    "stock", metadata,
+    Column("seller_id", String(64), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    PrimaryKeyConstraint("seller_id", "sku"),
+    CheckConstraint("quantity >= 0", name="never_negative"),  # SH-7
+)
 
 ledger = Table(
     "ledger", metadata,

@@ -1,0 +1,278 @@
+"""A short path from a prebuilt Core statement to the DBAPI cursor, for the repository's hot loop.
+
+`conn.execute(stmt, params)` spends 25-40 µs per statement in SQLAlchemy's execution layer
+(execution context, parameter construction, result metadata, events), several times what
+`sqlite3` needs to run the statement. The repository's statements are module-level constants
+executed with parameter dicts, so all of that can be done once: `_plan` compiles a statement
+once per dialect and set of parameter keys, with SQLAlchemy's own compiler and bind processors,
+and `execute` / `executemany` / `fetch` then only build the driver's parameters and call the
+cursor of the same connection, inside the same transaction.
+
+What the driver receives is exactly what `conn.execute` would hand it: the same SQL text (the
+dialect's compiler, bind casts on PostgreSQL included), the same parameters after the same bind
+processors (`UTCDateTime`, `JSON`/`JSONB`, `Boolean`), and rows come back through the same
+result processors. Row counts are the cursor's (`UPDATE ... WHERE version = ?` checks). The rest
+of SQLAlchemy's contract is kept where something can depend on it:
+
+* a connection that is not in a transaction begins one first (autobegin), so the `begin` event
+  (SQLite's `BEGIN IMMEDIATE`) fires as before;
+* `before_cursor_execute` / `after_cursor_execute` listeners are called with the driver-level
+  statement and parameters (`context` is None), so recorders and statement counters see every
+  statement (`bench/lifecycle.py` records its ceiling this way);
+* a driver or bind-processor error goes through the connection's own error handling, so callers
+  get the same `sqlalchemy.exc` exceptions (`IntegrityError`, `StatementError`, ...) and a
+  disconnect invalidates the connection as usual.
+
+What it does not do falls back to `conn.execute` for that statement (decided once per plan):
+IN-list ("expanding") and literal-execute parameters, callable or Python-side column defaults,
+DML with RETURNING, paramstyles other than qmark/format/named/pyformat, and `echo` logging.
+New repository methods can use these three functions for any prebuilt statement; statements
+built per call (`where(col == value)`) gain nothing (each is a new cache entry) and belong on
+`conn.execute`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
+
+Params = Mapping[str, Any]
+Processor = Callable[[Any], Any] | None
+_POSITIONAL = {"qmark", "format"}
+_NAMED = {"named", "pyformat"}
+
+
+class _Plan:
+    """One statement compiled for one dialect and one set of parameter keys."""
+
+    __slots__ = (
+        "binds",
+        "getter",
+        "names",
+        "positional",
+        "procs",
+        "result_keys",
+        "result_procs",
+        "result_types",
+        "single",
+        "sql",
+    )
+
+    def __init__(self, sql: str, positional: bool,
+                 binds: list[tuple[str, str | None, Processor, Any]],
+                 result: list[tuple[str, Any]] | None) -> None:
+        self.sql = sql
+        self.positional = positional
+        # (driver-level name, parameter key or None for a constant, bind processor, constant)
+        self.binds = binds
+        self.names = tuple(name for name, _, _, _ in binds)
+        keys = [key for _, key, _, _ in binds]
+        # Without constants the values come out of the dict in one C call (itemgetter), and only
+        # the columns with a bind processor are touched in Python.
+        self.getter = itemgetter(*keys) if keys and None not in keys else None
+        self.single = len(keys) == 1
+        self.procs = [(i, proc) for i, (_, _, proc, _) in enumerate(binds) if proc is not None]
+        self.result_keys = tuple(k for k, _ in result) if result is not None else None
+        self.result_types = [ty for _, ty in result] if result is not None else None
+        self.result_procs: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    def parameters(self, params: Params) -> Any:
+        """Driver-level parameters: a tuple (qmark/format) or a dict (named/pyformat)."""
+        getter = self.getter
+        if getter is not None:
+            values = [getter(params)] if self.single else list(getter(params))
+            for i, proc in self.procs:
+                values[i] = proc(values[i])
+        else:  # no parameters, or constants among them
+            values = [(proc(params[key]) if proc is not None else params[key])
+                      if key is not None else const for _, key, proc, const in self.binds]
+        if self.positional:
+            return tuple(values)
+        return dict(zip(self.names, values))
+
+
+_NO_PLAN = object()  # this statement/keys combination takes the ordinary path
+_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Any, ...], Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _plan_for(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> _Plan | None:
+    dialect = conn.dialect
+    try:
+        cache = _plans[dialect]
+    except KeyError:
+        cache = _plans[dialect] = {}
+    plan = cache.get((stmt, keys))
+    if plan is None:
+        plan = cache[(stmt, keys)] = _plan(dialect, stmt, keys) or _NO_PLAN
+    if plan is _NO_PLAN or conn._echo:
+        return None
+    return plan  # type: ignore[no-any-return]
+
+
+def _plan(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> _Plan | None:
+    if dialect.paramstyle not in _POSITIONAL | _NAMED:
+        return None
+    assert isinstance(stmt, ClauseElement)
+    compiled: Any = stmt.compile(dialect=dialect, column_keys=list(keys))
+    if (compiled.literal_execute_params or compiled.post_compile_params
+            or getattr(compiled, "insert_prefetch", None)
+            or getattr(compiled, "update_prefetch", None)
+            or ((compiled.isinsert or compiled.isupdate or compiled.isdelete)
+                and (compiled.returning or compiled.implicit_returning))):
+        return None
+    positional = dialect.paramstyle in _POSITIONAL
+    if positional != bool(compiled.positional):
+        return None
+    names = compiled.positiontup if positional else list(compiled.bind_names.values())
+    escaped = compiled.escaped_bind_names or {}
+    processors = compiled._bind_processors  # what SQLAlchemy applies itself
+    binds: list[tuple[str, str | None, Processor, Any]] = []
+    for name in names:
+        bind = compiled.binds[name]
+        proc = processors.get(name)
+        if isinstance(proc, tuple) or bind.expanding or bind.callable is not None:
+            return None
+        if bind.key in keys:
+            binds.append((escaped.get(name, name), bind.key, proc, None))
+        elif name in keys:
+            binds.append((escaped.get(name, name), name, proc, None))
+        elif bind.required:
+            return None  # let SQLAlchemy raise its "a value is required" error
+        else:  # a literal in the statement (`kind == "outbound"`): processed once
+            value = bind.effective_value
+            binds.append((escaped.get(name, name), None, None,
+                          proc(value) if proc is not None else value))
+    result = None
+    if compiled._result_columns:  # a SELECT (DML with RETURNING was ruled out above)
+        result = [(rc.keyname, rc.type) for rc in compiled._result_columns]
+    return _Plan(compiled.string, positional, binds, result)
+
+
+_CURSOR = "aftersales.fastsql.cursor"
+
+
+def _cursor(conn: Connection) -> Any:
+    """The DBAPI cursor of this connection, made once per DBAPI connection and reused (kept in
+    the pool record's `info`, which the pool clears when it replaces the connection). Cheap on
+    sqlite3, about 3 µs a statement on psycopg."""
+    fairy = conn.connection
+    dbapi_conn = fairy.dbapi_connection
+    info = fairy.info
+    kept = info.get(_CURSOR)
+    if kept is None or kept[0] is not dbapi_conn:
+        kept = info[_CURSOR] = (dbapi_conn, dbapi_conn.cursor())  # type: ignore[union-attr]
+    return kept[1]
+
+
+def _cursor_call(conn: Connection, plan: _Plan, params: Any, many: bool) -> Any:
+    """Run the plan on the connection's DBAPI cursor; returns the cursor."""
+    if not conn.in_transaction():
+        conn.begin()  # what conn.execute's autobegin would do (`begin` events included)
+    sql = plan.sql
+    cursor = None
+    driver_params: Any = None
+    try:
+        if many:
+            driver_params = [plan.parameters(p) for p in params]
+        else:
+            driver_params = plan.parameters(params)
+        cursor = _cursor(conn)
+        events = conn._has_events or conn.engine._has_events
+        if events:
+            before = conn.dispatch.before_cursor_execute
+            if before:  # a listener may return a changed statement and parameters
+                for fn in before:
+                    sql, driver_params = fn(conn, cursor, sql, driver_params, None, many)
+        if many:
+            cursor.executemany(sql, driver_params)
+        else:
+            cursor.execute(sql, driver_params)
+        if events:
+            after = conn.dispatch.after_cursor_execute
+            if after:
+                after(conn, cursor, sql, driver_params, None, many)
+    except BaseException as e:
+        _failed(conn, e, sql, driver_params, cursor)
+    return cursor
+
+
+def _failed(conn: Connection, e: BaseException, sql: str, params: Any, cursor: Any) -> None:
+    """SQLAlchemy's own handling: the same exception types, disconnects invalidate (it also
+    closes the cursor, so a new one is made next time)."""
+    if not conn.invalidated:
+        conn.connection.info.pop(_CURSOR, None)
+    conn._handle_dbapi_exception(e, sql, params, cursor, None)
+
+
+def execute(conn: Connection, stmt: Executable, params: Params) -> int:
+    """Run a prebuilt INSERT/UPDATE/DELETE with one parameter dict; the affected row count."""
+    plan = _plan_for(conn, stmt, tuple(params))
+    if plan is None:
+        return conn.execute(stmt, params).rowcount  # type: ignore[attr-defined,no-any-return]
+    count: int = _cursor_call(conn, plan, params, False).rowcount
+    return count
+
+
+def executemany(conn: Connection, stmt: Executable, rows: Sequence[Params]) -> None:
+    """Run a prebuilt INSERT/UPDATE/DELETE once per parameter dict (all with the same keys),
+    as SQLAlchemy would: one row is a plain execute, more are the driver's `executemany`."""
+    if not rows:
+        return
+    if len(rows) == 1:
+        execute(conn, stmt, rows[0])
+        return
+    keys = tuple(rows[0])
+    plan = _plan_for(conn, stmt, keys)
+    if plan is None or any(tuple(r) != keys for r in rows):
+        conn.execute(stmt, list(rows))
+        return
+    _cursor_call(conn, plan, rows, True)
+
+
+def fetch(conn: Connection, stmt: Executable, params: Params | None = None
+          ) -> list[dict[str, Any]]:
+    """Rows of a prebuilt SELECT as dicts keyed like `conn.execute(...).mappings()`."""
+    params = params or {}
+    plan = _plan_for(conn, stmt, tuple(params))
+    if plan is None or plan.result_keys is None:
+        return [dict(r) for r in conn.execute(stmt, params).mappings()]
+    cursor = _cursor_call(conn, plan, params, False)
+    try:
+        raw = cursor.fetchall()
+        procs = plan.result_procs
+        if procs is None:
+            procs = plan.result_procs = _result_processors(conn.dialect, plan, cursor)
+    except BaseException as e:
+        _failed(conn, e, plan.sql, None, cursor)
+    keys = plan.result_keys
+    if not procs:
+        return [dict(zip(keys, row)) for row in raw]
+    out = []
+    for row in raw:
+        values = list(row)
+        for i, proc in procs:
+            values[i] = proc(values[i])
+        out.append(dict(zip(keys, values)))
+    return out
+
+
+def _result_processors(dialect: Dialect, plan: _Plan, cursor: Any
+                       ) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The result processors SQLAlchemy would apply, by column position (the driver's type code
+    is what SQLAlchemy passes too; it is the same for every execution of one statement)."""
+    description = cursor.description
+    assert plan.result_types is not None and len(description) == len(plan.result_types)
+    out = []
+    for i, (type_, col) in enumerate(zip(plan.result_types, description)):
+        proc = type_._cached_result_processor(dialect, col[1])
+        if proc is not None:
+            out.append((i, proc))
+    return out
