@@ -161,6 +161,93 @@ def demo(orders: Annotated[int, typer.Option(help="Orders to simulate.")] = 10_0
     run_demo(orders=orders, days=days, seed=seed, db=db, as_json=as_json, policy=policy)
 
 
+tracking_app = typer.Typer(no_args_is_help=True, help="Carrier tracking feeds.")
+seller_app = typer.Typer(no_args_is_help=True, help="A seller's view.")
+stock_app = typer.Typer(no_args_is_help=True, help="Inventory (SH-7).")
+app.add_typer(tracking_app, name="tracking")
+app.add_typer(seller_app, name="seller")
+app.add_typer(stock_app, name="stock")
+
+
+@tracking_app.command("import")
+def tracking_import(file: Path, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Apply a CSV (tracking_no,event,city,at) or JSON Lines file of carrier scans. All or
+    nothing: a bad row or an unknown tracking number is reported with its line (exit 2)."""
+    from aftersales.ingest import IngestError, as_command, read_scans
+
+    try:
+        rows = read_scans(file)
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}", 2)
+    except IngestError as exc:
+        _fail(str(exc), 2)
+    service = bootstrap(db)
+    with service.uow() as uow:
+        unknown = [(r.line, r.scan.tracking) for r in rows
+                   if not uow.repo.is_known_tracking(r.scan.tracking)]
+    if unknown:
+        _fail(str(IngestError(file, [(n, f"unknown tracking number {trk!r}")
+                                     for n, trk in unknown])), 2)
+    if not rows:
+        _fail(f"{file}: no scans in the file", 2)
+    result = service.handle(as_command(rows), max(r.at for r in rows))
+    found = [e.data.get("violations") for e in result.events if e.name == "ViolationDetected"]
+    summary = {"scans": len(rows), "events": len(result.events),
+               "violations_detected": len(found)}
+    typer.echo(json.dumps(summary) if as_json else
+               f"{file}: {len(rows)} scans applied, {len(result.events)} order events, "
+               f"{len(found)} new violation record(s)")
+
+
+@seller_app.command("todo")
+def seller_todo_cmd(seller: str, db: DbOption = None,
+                    hours: Annotated[int, typer.Option(help="At-risk horizon in hours.")] = 24,
+                    now: Annotated[str | None, typer.Option(
+                        help="Evaluate at this ISO time (default: now).")] = None,
+                    as_json: JsonOption = False) -> None:
+    """What SELLER must ship, prepare and answer, and what is at risk of a timeout."""
+    from datetime import UTC, datetime
+
+    from aftersales.service.queries import seller_todo
+
+    at = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    if at.tzinfo is None:
+        _fail("--now needs a timezone offset", 2)
+    service = bootstrap(db)
+    with service.uow() as uow:
+        todo = seller_todo(uow.repo, seller, at, hours, at.tzinfo)
+    if as_json:
+        typer.echo(json.dumps(todo, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"seller {seller} at {todo['now']}: {todo['at_risk']} item(s) due within "
+               f"{hours} h")
+    for o in todo["to_ship"]:
+        flag = "OVERDUE" if o["overdue"] else ("at risk" if o["at_risk"] else "")
+        oos = " (out of stock: waiting for the buyer)" if o["out_of_stock_pending"] else ""
+        typer.echo(f"  ship   {o['order']:<24} by {o['ship_by']}  {flag}{oos}")
+    for o in todo["awaiting_pickup"]:
+        typer.echo(f"  pickup {o['order']:<24} {o['tracking']}  check {o['check_at']}"
+                   f"  {'at risk' if o['at_risk'] else ''}")
+    for p in todo["to_prepare"]:
+        typer.echo(f"  prepare {p['sku']} x {p['qty']} (pre-sale)")
+    for c in todo["cases"]:
+        typer.echo(f"  case   {c['case']:<24} {c['status']} until {c['deadline']}"
+                   f"  {'at risk' if c['at_risk'] else ''}")
+
+
+@stock_app.command("set")
+def stock_set(seller: str, sku: str, quantity: int, db: DbOption = None) -> None:
+    """Set SELLER's in-stock QUANTITY of SKU (payment takes from it, never below zero)."""
+    from datetime import UTC, datetime
+
+    from aftersales.domain.types import Actor
+    from aftersales.service.commands import SetStock
+
+    bootstrap(db).handle(SetStock(actor=Actor.parse(f"seller:{seller}"), seller_id=seller,
+                                  sku=sku, quantity=quantity), datetime.now(UTC))
+    typer.echo(f"{seller} {sku}: {quantity}")
+
+
 def main() -> None:
     try:
         app()

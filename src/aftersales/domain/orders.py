@@ -31,10 +31,13 @@ from aftersales.domain.types import (
     ShippingMode,
     require_aware,
 )
+from aftersales.domain.violations import Finding
 from aftersales.policy.model import Policy
 
 AUTO_CONFIRM = "auto_confirm"
 SHIPPING_CHECK = "shipping_check"  # a shipping rule (SH-2..SH-5, SH-9) may fire
+OOS_ANSWER = "oos_answer"  # the buyer's time to choose after an out-of-stock notice (OS-2)
+OOS_OPTIONS = ("substitute", "wait", "cancel")
 RULE_AUTO_CONFIRM = "§9:auto_confirm_receipt"
 
 
@@ -112,11 +115,12 @@ LINE_FIELDS = ("refunded", "open_case_id", "after_sales_used")
 # Shipment facts the violation rules read (domain.violations), kept on the order.
 TRACKING_FACTS = ("declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
                   "delivery_city", "lost_at", "max_scan_gap", "refund_requested_at")
-INFO_KEYS = frozenset({"scan", "found"})  # event payload that describes, not sets
+INFO_KEYS = frozenset({"scan", "found", "substitute_sku"})  # event payload that describes, not sets
 # Order fields an event may set after OrderPlaced.
 ORDER_FIELDS = frozenset({"shipped_at", "delivered_at", "completed_at", "closed_at",
                           "auto_confirm_at", "auto_confirm_paused_at", "carrier", "tracking_no",
-                          "ship_by", "violations", *TRACKING_FACTS})
+                          "ship_by", "violations", "oos_lines", "oos_answer_due", "oos_choice",
+                          *TRACKING_FACTS})
 
 
 @dataclass(slots=True)
@@ -151,6 +155,9 @@ class Order:
     refund_requested_at: datetime | None = None  # first after-sales request before shipment
     violations: tuple[str, ...] = ()  # violation names recorded (once per order and name)
     check_at: datetime | None = None  # derived, not logged: when a shipping rule may next fire
+    oos_lines: tuple[int, ...] = ()  # lines declared out of stock, awaiting the buyer (OS-1)
+    oos_answer_due: datetime | None = None  # OS-2: the default applies after this
+    oos_choice: str | None = None  # OS-2: substitute | wait | cancel (last answer)
     version: int = 0
     seq: int = 0
     pending: list[Event] = field(default_factory=list)
@@ -258,6 +265,8 @@ class Order:
                 self.dirty_lines.add(int(no))
             elif key == "status":
                 self.status = OrderStatus(value)
+            elif key == "mode":
+                self.mode = ShippingMode(value)
             elif key in ORDER_FIELDS:
                 setattr(self, key, value)
             elif event.name != "OrderPlaced":
@@ -316,6 +325,8 @@ class Order:
     def next_deadline(self) -> tuple[datetime | None, str | None]:
         """The order's next timer; the worker fires it. Auto-confirm waits while a case is open
         (the platform freezes it during after-sales)."""
+        if self.oos_answer_due is not None and self.status is OrderStatus.PAID:
+            return self.oos_answer_due, OOS_ANSWER
         auto = None
         if (self.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
                 and self.auto_confirm_at is not None and not self.has_open_case):
@@ -384,6 +395,68 @@ class Order:
                 name = "ParcelDelivered"
         return self._record(name, at, SYSTEM, None, {"scan": kind, **changes})
 
+    # -- out of stock after payment (OS-1..OS-4) ---------------------------------------------
+    def declare_out_of_stock(self, actor: Actor, line_nos: Sequence[int] | None,
+                             now: datetime, policy: Policy) -> Event:
+        """OS-1: the seller declares paid lines out of stock and the buyer is told at once (this
+        event). The duty to ship pauses until the buyer chooses; it counts on the seller's
+        record as a shipping violation (OS-4)."""
+        self._require(actor, Role.SELLER, "declare_out_of_stock")
+        if self.status is not OrderStatus.PAID:
+            raise self._not_allowed("declare_out_of_stock", "only a paid, unshipped order",
+                                    rule="OS-1")
+        if self.oos_lines:
+            raise self._not_allowed("declare_out_of_stock", "already declared; waiting for "
+                                    "the buyer's choice", rule="OS-2")
+        lines = list(line_nos) if line_nos else [ln.line_no for ln in self.lines]
+        for no in lines:
+            if not self.line(no).refundable.is_positive:
+                raise InvalidInput(f"order {self.id} line {no} is already fully refunded")
+        changes: dict[str, Any] = {
+            "oos_lines": tuple(lines), "oos_answer_due": now + policy.deadlines.out_of_stock_answer,
+            "oos_choice": None}
+        if self.refund_requested_at is None:
+            changes["refund_requested_at"] = now  # the ship-by duty pauses (SH-2)
+        event = self._record("OutOfStockDeclared", now, actor, "OS-1", changes)
+        self.record_violations([Finding("out_of_stock", "declared", "OS-4",
+                                         {"lines": lines})], now, policy)
+        return event
+
+    def choose(self, actor: Actor, option: str, now: datetime, policy: Policy, *,
+               sku: str | None = None, ship_by: datetime | None = None) -> Event:
+        """OS-2: the buyer picks a substitute, waits (a new, later ship-by date) or cancels
+        (OS-3: the full paid amount of those lines comes back). The system picks the pack's
+        default when the buyer stays silent."""
+        if actor.role is not Role.SYSTEM:
+            self._require(actor, Role.BUYER, "choose")
+        if not self.oos_lines or self.status is not OrderStatus.PAID:
+            raise self._not_allowed("choose", "nothing was declared out of stock", rule="OS-2")
+        if option not in OOS_OPTIONS:
+            raise InvalidInput(f"option must be one of {', '.join(OOS_OPTIONS)}", rule="OS-2")
+        lines = self.oos_lines
+        clear = {"oos_lines": (), "oos_answer_due": None, "oos_choice": option}
+        if option == "cancel":
+            parts = [(no, self.line(no).refundable) for no in lines
+                     if self.line(no).refundable.is_positive]
+            self.refund(parts, case_id=None, actor=actor, at=now,
+                        reason="out of stock: order cancelled", rule="OS-3")
+            return self._record("OutOfStockCancelled", now, actor, "OS-3", clear)
+        if option == "wait":
+            new = ship_by or self.ship_by + policy.out_of_stock.wait_extension
+            require_aware(new, "ship_by")
+            if new <= max(now, self.ship_by):
+                raise InvalidInput("waiting needs a ship-by date later than the current one",
+                                   rule="OS-2")
+        else:
+            if not sku:
+                raise InvalidInput("a substitute needs the sku offered", rule="OS-2")
+            new = max(self.ship_by, now + policy.deadlines.in_stock_ship_by)
+        # The duty to ship resumes against the new date (SH-2); a promised date makes it a
+        # custom ship time (SH-1), so pickup is due 24 h after upload (SH-4).
+        return self._record("OutOfStockResolved", now, actor, "OS-2", {
+            **clear, "ship_by": new, "refund_requested_at": None, "mode": ShippingMode.CUSTOM,
+            **({"substitute_sku": sku} if sku else {})})
+
     def confirm_receipt(self, actor: Actor, now: datetime) -> Event:
         self._require(actor, Role.BUYER, "confirm_receipt")
         if not order_can(self.status, OrderAction.CONFIRM_RECEIPT):
@@ -395,11 +468,13 @@ class Order:
             "status": self._next(OrderAction.CONFIRM_RECEIPT), "completed_at": now,
             "auto_confirm_at": None})
 
-    def on_deadline(self, now: datetime) -> list[Event]:
+    def on_deadline(self, now: datetime, policy: Policy | None = None) -> list[Event]:
         """Fire every order timer due at `now`; a second call at the same time does nothing."""
         due, kind = self.next_deadline()
         if due is None or due > now:
             return []
+        if kind == OOS_ANSWER and policy is not None:  # OS-2: silence takes the pack's default
+            return [self.choose(SYSTEM, policy.out_of_stock.default_choice, now, policy)]
         if kind == AUTO_CONFIRM:
             return [self._record("ReceiptAutoConfirmed", now, SYSTEM, RULE_AUTO_CONFIRM, {
                 "status": self._next(OrderAction.AUTO_CONFIRM), "completed_at": now,
@@ -429,7 +504,8 @@ class Order:
         """SH-6 (b): what the pack pays the buyer for this violation, once per order and
         violation: the schedule applied to the goods value paid (5 % floor 5 cap 30 on
         Taobao; Douyin's tiers as a no-threshold coupon)."""
-        schedule = policy.compensation.get(name)
+        schedule = (policy.out_of_stock.compensation if name == "out_of_stock"
+                    else policy.compensation.get(name))  # OS-3: none unless the pack says so
         if schedule is None:
             return None
         amount = schedule.for_price(self.paid)
@@ -492,7 +568,7 @@ class Order:
                 f"({amount - left})", rule="RF-2")
         return parts
 
-    def refund(self, parts: Sequence[tuple[int, Money]], *, case_id: str, actor: Actor,
+    def refund(self, parts: Sequence[tuple[int, Money]], *, case_id: str | None, actor: Actor,
                at: datetime, reason: str, rule: str) -> Event:
         """Pay money back to the buyer, line by line. A full refund before completion closes
         the order (nothing is left to ship or receive)."""

@@ -78,9 +78,11 @@ RULES: tuple[ViolationRule, ...] = (
                   & Any_((IsNull(Col("refund_requested_at")),
                           Col("refund_requested_at") >= ship_by)),
                   ("ship_by", "shipped_at", "refund_requested_at"), due=ship_by),
-    # 揽件超时, SH-3: in-stock orders: the first pickup scan within 72 h of the order.
+    # 揽件超时, SH-3: in-stock orders: the first pickup scan within 72 h of the order. Only a
+    # shipped order has a parcel to pick up (as in SH-4); a never-shipped one is SH-2's.
     ViolationRule("pickup_timeout", "pickup_in_stock", "SH-3",
-                  in_stock & (Coalesce((first_pickup, Now())) >= PICKUP_IN_STOCK_DUE),
+                  in_stock & not_null(shipped)
+                  & (Coalesce((first_pickup, Now())) >= PICKUP_IN_STOCK_DUE),
                   ("placed_at", "first_pickup_at"), due=PICKUP_IN_STOCK_DUE),
     # SH-4: pre-sale / custom / tiered: the first pickup scan within 24 h of the upload.
     ViolationRule("pickup_timeout", "pickup_after_upload", "SH-4",

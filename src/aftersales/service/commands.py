@@ -178,3 +178,38 @@ class Result:
     events: list[Published] = field(default_factory=list)
     order_id: str | None = None
     case_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeclareOutOfStock(Command):
+    """OS-1: the seller tells the buyer paid lines cannot be supplied."""
+
+    order_id: str
+    lines: tuple[int, ...] | None = None  # line numbers; default every line
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChooseOutOfStockOption(Command):
+    """OS-2: the buyer picks substitute, wait (new ship-by) or cancel (full refund, OS-3)."""
+
+    order_id: str
+    option: str
+    sku: str | None = None
+    ship_by: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetStock(Command):
+    """SH-7: a seller's in-stock quantity of a sku (a sku with no row is unlimited)."""
+
+    seller_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportScans(Command):
+    """Bulk carrier feed: every scan applies in one transaction, in time order, or none does."""
+
+    scans: tuple[RecordScan, ...]
+    at: tuple[datetime, ...]  # each scan's own time

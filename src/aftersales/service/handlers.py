@@ -16,20 +16,31 @@ from sqlalchemy import Engine
 
 from aftersales.domain import violations
 from aftersales.domain.cases import Action, Case
-from aftersales.domain.errors import InvalidInput, NotFound
+from aftersales.domain.errors import InvalidInput, NotFound, WrongActor
 from aftersales.domain.orders import Order
-from aftersales.domain.types import SYSTEM, Event, OrderStatus, Role, require_aware
+from aftersales.domain.types import (
+    SYSTEM,
+    Event,
+    OrderStatus,
+    Role,
+    ShippingMode,
+    require_aware,
+)
 from aftersales.policy import loader
 from aftersales.policy.model import Policy
 from aftersales.service.commands import (
     CaseCommand,
+    ChooseOutOfStockOption,
     Command,
     ConfirmReceipt,
+    DeclareOutOfStock,
+    ImportScans,
     OpenCase,
     PlaceOrder,
     Published,
     RecordScan,
     Result,
+    SetStock,
     Ship,
 )
 from aftersales.store.repository import Repository, encode_changes
@@ -111,6 +122,9 @@ class Service:
         table: dict[type[Command], Callable[[Repository, Any, datetime], Result]] = {
             PlaceOrder: self._place_order, Ship: self._ship, RecordScan: self._scan,
             ConfirmReceipt: self._confirm_receipt, OpenCase: self._open_case,
+            DeclareOutOfStock: self._declare_out_of_stock,
+            ChooseOutOfStockOption: self._choose_out_of_stock, SetStock: self._set_stock,
+            ImportScans: self._import_scans,
         }
         try:
             return table[type(cmd)]
@@ -129,6 +143,9 @@ class Service:
     # -- orders -------------------------------------------------------------------------------
     def _place_order(self, repo: Repository, cmd: PlaceOrder, now: datetime) -> Result:
         policy = self._current_policy(repo, cmd.policy_id, now)
+        if cmd.mode is ShippingMode.IN_STOCK:  # SH-7: payment takes in-stock quantities
+            for line in cmd.lines:
+                repo.take_stock(cmd.seller_id, line.sku, line.qty)
         order = Order.place(order_id=cmd.order_id or self.ids("ord"), buyer=cmd.actor,
                             seller_id=cmd.seller_id, mode=cmd.mode, lines=cmd.lines, now=now,
                             policy=policy, ship_by=cmd.ship_by, ship_to_city=cmd.ship_to_city)
@@ -180,6 +197,45 @@ class Service:
         out = _published("order", order.id, order.pending)
         repo.save_order(order)
         return Result(out, order_id=order.id)
+
+    def _import_scans(self, repo: Repository, cmd: ImportScans, now: datetime) -> Result:
+        """All scans of a file in one transaction: one unknown tracking number and none
+        applies."""
+        out = Result()
+        for scan, at in sorted(zip(cmd.scans, cmd.at, strict=True), key=lambda p: p[1]):
+            out.events += self._scan(repo, scan, at).events
+        return out
+
+    # -- out of stock (OS-1..OS-4) and inventory (SH-7) -------------------------------------
+    def _declare_out_of_stock(self, repo: Repository, cmd: DeclareOutOfStock,
+                              now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        order.declare_out_of_stock(cmd.actor, cmd.lines, now, policy)
+        self._settle(repo, order, now)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        return Result(out, order_id=order.id)
+
+    def _choose_out_of_stock(self, repo: Repository, cmd: ChooseOutOfStockOption,
+                             now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        order.on_deadline(now, policy)  # the default may already have applied
+        order.choose(cmd.actor, cmd.option, now, policy, sku=cmd.sku, ship_by=cmd.ship_by)
+        self._settle(repo, order, now)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        return Result(out, order_id=order.id)
+
+    def _set_stock(self, repo: Repository, cmd: SetStock, now: datetime) -> Result:
+        if cmd.actor.role not in (Role.SELLER, Role.OPERATOR, Role.SYSTEM) or (
+                cmd.actor.role is Role.SELLER and cmd.actor.id != cmd.seller_id):
+            raise WrongActor(f"{cmd.actor} may not set {cmd.seller_id}'s stock")
+        if cmd.quantity < 0:
+            raise InvalidInput("stock cannot be negative", rule="SH-7")
+        repo.set_stock(cmd.seller_id, cmd.sku, cmd.quantity)
+        return Result()
 
     # -- cases --------------------------------------------------------------------------------
     def _open_case(self, repo: Repository, cmd: OpenCase, now: datetime) -> Result:
@@ -249,7 +305,7 @@ class Service:
     def fire_order_deadline(self, repo: Repository, order_id: str, now: datetime
                             ) -> list[Published]:
         order = repo.get_order(order_id)
-        order.on_deadline(now)
+        order.on_deadline(now, self.pinned_policy(repo, order.policy_id, order.policy_version))
         self._settle(repo, order, now)
         out = _published("order", order.id, order.pending)
         if order.pending:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -116,3 +116,44 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
                    "compensation": str(sums["compensation"]), "coupons": str(sums["coupon"])},
     }
 
+
+
+def seller_todo(repo: Repository, seller_id: str, now: datetime, hours: int,
+                tz: tzinfo | None = None) -> dict[str, Any]:
+    """What a seller must do, nearest deadline first: orders to ship (SH-1/SH-2), parcels
+    awaiting pickup (SH-3/SH-4), pre-sale lines to prepare (SH-7), out-of-stock answers
+    pending (OS-2) and cases awaiting the seller (RF-1); `at_risk` = due within `hours`."""
+    horizon = now + timedelta(hours=hours)
+    o, ln, cs = t.orders, t.order_lines, t.cases
+    to_ship = []
+    prepare: dict[str, int] = defaultdict(int)
+    rows = repo.conn.execute(select(o.c.id, o.c.mode, o.c.ship_by, o.c.oos_lines).where(
+        o.c.seller_id == seller_id, o.c.status == "paid").order_by(o.c.ship_by)).all()
+    for oid, mode, ship_by, oos in rows:
+        to_ship.append({"order": oid, "mode": mode, "ship_by": _iso(ship_by, tz),
+                        "at_risk": ship_by <= horizon, "overdue": ship_by <= now,
+                        "out_of_stock_pending": bool(oos)})
+        if mode == "presale":  # SH-7: pre-sale lines go on the "to prepare" (待备货) list
+            for sku, qty in repo.conn.execute(select(ln.c.sku, ln.c.qty).where(
+                    ln.c.order_id == oid)):
+                prepare[sku] += qty
+    awaiting_pickup = [
+        {"order": oid, "tracking": trk, "shipped_at": _iso(shipped, tz),
+         "check_at": _iso(due, tz), "at_risk": due is not None and due <= horizon}
+        for oid, trk, shipped, due in repo.conn.execute(
+            select(o.c.id, o.c.tracking_no, o.c.shipped_at, o.c.next_deadline).where(
+                o.c.seller_id == seller_id, o.c.status == "shipped",
+                o.c.first_pickup_at.is_(None)).order_by(o.c.shipped_at))]
+    cases = [
+        {"case": cid, "order": oid, "status": status, "deadline": _iso(deadline, tz),
+         "deadline_kind": kind, "at_risk": deadline is not None and deadline <= horizon}
+        for cid, oid, status, deadline, kind in repo.conn.execute(
+            select(cs.c.id, cs.c.order_id, cs.c.status, cs.c.deadline, cs.c.deadline_kind).where(
+                cs.c.seller_id == seller_id,
+                cs.c.status.in_(("awaiting_seller", "return_shipped", "awaiting_replacement")))
+            .order_by(cs.c.deadline))]
+    return {"seller": seller_id, "now": _iso(now, tz), "hours": hours,
+            "to_ship": to_ship, "awaiting_pickup": awaiting_pickup,
+            "to_prepare": [{"sku": k, "qty": v} for k, v in sorted(prepare.items())],
+            "cases": cases, "stock": repo.stock_of(seller_id),
+            "at_risk": sum(1 for x in (*to_ship, *awaiting_pickup, *cases) if x["at_risk"])}

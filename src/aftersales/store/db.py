@@ -53,7 +53,7 @@ def make_engine(url: str = DEFAULT_URL, **kwargs: Any) -> Engine:
         # makes SQLAlchemy dispatch events on every execute, begin and commit, and the listener's
         # statement went through the whole execution path: more than the BEGIN itself costs.
         # Errors (a lock wait that timed out) still come back as sqlalchemy.exc errors.
-        engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign]
+        engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign,assignment]
         return engine
     if "pool_pre_ping" in kwargs:  # the caller's choice
         return create_engine(url, **kwargs)

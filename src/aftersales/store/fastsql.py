@@ -95,11 +95,11 @@ class _Plan:
                       if key is not None else const for _, key, proc, const in self.binds]
         if self.positional:
             return tuple(values)
-        return dict(zip(self.names, values))
+        return dict(zip(self.names, values, strict=True))
 
 
-_NO_PLAN = object()  # this statement/keys combination takes the ordinary path
-_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Any, ...], Any]] = (
+# Per dialect: (statement, parameter keys) -> plan, or None for the ordinary path.
+_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Any, ...], _Plan | None]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -109,12 +109,13 @@ def _plan_for(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> _Pla
         cache = _plans[dialect]
     except KeyError:
         cache = _plans[dialect] = {}
-    plan = cache.get((stmt, keys))
-    if plan is None:
-        plan = cache[(stmt, keys)] = _plan(dialect, stmt, keys) or _NO_PLAN
-    if plan is _NO_PLAN or conn._echo:
+    try:
+        plan = cache[(stmt, keys)]
+    except KeyError:
+        plan = cache[(stmt, keys)] = _plan(dialect, stmt, keys)
+    if plan is None or conn._echo:
         return None
-    return plan  # type: ignore[no-any-return]
+    return plan
 
 
 def _plan(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> _Plan | None:
@@ -180,10 +181,8 @@ def _cursor_call(conn: Connection, plan: _Plan, params: Any, many: bool) -> Any:
     cursor = None
     driver_params: Any = None
     try:
-        if many:
-            driver_params = [plan.parameters(p) for p in params]
-        else:
-            driver_params = plan.parameters(params)
+        driver_params = ([plan.parameters(p) for p in params] if many
+                         else plan.parameters(params))
         cursor = _cursor(conn)
         events = conn._has_events or conn.engine._has_events
         if events:
@@ -216,7 +215,7 @@ def execute(conn: Connection, stmt: Executable, params: Params) -> int:
     """Run a prebuilt INSERT/UPDATE/DELETE with one parameter dict; the affected row count."""
     plan = _plan_for(conn, stmt, tuple(params))
     if plan is None:
-        return conn.execute(stmt, params).rowcount  # type: ignore[attr-defined,no-any-return]
+        return conn.execute(stmt, params).rowcount
     count: int = _cursor_call(conn, plan, params, False).rowcount
     return count
 
@@ -254,13 +253,13 @@ def fetch(conn: Connection, stmt: Executable, params: Params | None = None
         _failed(conn, e, plan.sql, None, cursor)
     keys = plan.result_keys
     if not procs:
-        return [dict(zip(keys, row)) for row in raw]
+        return [dict(zip(keys, row, strict=True)) for row in raw]
     out = []
     for row in raw:
         values = list(row)
         for i, proc in procs:
             values[i] = proc(values[i])
-        out.append(dict(zip(keys, values)))
+        out.append(dict(zip(keys, values, strict=True)))
     return out
 
 
@@ -271,7 +270,7 @@ def _result_processors(dialect: Dialect, plan: _Plan, cursor: Any
     description = cursor.description
     assert plan.result_types is not None and len(description) == len(plan.result_types)
     out = []
-    for i, (type_, col) in enumerate(zip(plan.result_types, description)):
+    for i, (type_, col) in enumerate(zip(plan.result_types, description, strict=True)):
         proc = type_._cached_result_processor(dialect, col[1])
         if proc is not None:
             out.append((i, proc))

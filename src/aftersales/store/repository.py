@@ -16,7 +16,12 @@ from sqlalchemy.exc import IntegrityError
 
 from aftersales.domain import codec
 from aftersales.domain.cases import Case, CaseStatus, Outcome
-from aftersales.domain.errors import ConcurrencyConflict, NotFound, PolicyError
+from aftersales.domain.errors import (
+    ActionNotAllowed,
+    ConcurrencyConflict,
+    NotFound,
+    PolicyError,
+)
 from aftersales.domain.money import Money
 from aftersales.domain.orders import Order, OrderLine
 from aftersales.domain.types import (
@@ -46,7 +51,7 @@ _ORDER_SCALARS = (
     "shipped_at", "delivered_at", "completed_at", "closed_at", "auto_confirm_at",
     "auto_confirm_paused_at", "carrier", "tracking_no", "policy_id", "policy_version",
     "version", "seq", "declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
-    "delivery_city", "lost_at", "refund_requested_at",
+    "delivery_city", "lost_at", "refund_requested_at", "oos_answer_due", "oos_choice",
 )
 _ORDER_LABELS = tuple((k, f"o_{k}") for k in _ORDER_SCALARS)  # as _SELECT_ORDER names them
 # Order state written on every save (besides version/seq and the deadline columns).
@@ -59,7 +64,7 @@ def _order_extra(order: Order) -> dict[str, Any]:
     """Columns that need converting: the longest scan gap in seconds, violation names."""
     gap = order.max_scan_gap
     return {"max_scan_gap_s": int(gap.total_seconds()) if gap is not None else None,
-            "violations": list(order.violations)}
+            "violations": list(order.violations), "oos_lines": list(order.oos_lines)}
 
 # Statements are built once and executed with parameter dicts: building `.values(...)` or a
 # `where(col == value)` per call costs more than the database round trip on SQLite, and a
@@ -163,6 +168,7 @@ class Repository:
             max_scan_gap=(timedelta(seconds=row["o_max_scan_gap_s"])
                           if row["o_max_scan_gap_s"] is not None else None),
             violations=tuple(row["o_violations"] or ()),
+            oos_lines=tuple(row["o_oos_lines"] or ()),
         )
 
     def add_order(self, order: Order) -> None:
@@ -191,6 +197,7 @@ class Repository:
         due, kind = order.next_deadline()
         count = execute(self.conn, _UPDATE_ORDER, {
             "b_id": order.id, "b_version": order.version, "status": order.status.value,
+            "mode": order.mode.value,
             **{k: getattr(order, k) for k in _ORDER_MUTABLE}, **_order_extra(order),
             "next_deadline": due, "deadline_kind": kind, "version": order.version + 1,
             "seq": order.seq})
@@ -359,12 +366,18 @@ class Repository:
         key = (policy.id, policy.version)
         if key in self._policies:
             return
-        row = self.conn.execute(select(t.policy_packs.c.digest).where(
-            t.policy_packs.c.id == policy.id, t.policy_packs.c.version == policy.version)).first()
+        find = select(t.policy_packs.c.digest).where(
+            t.policy_packs.c.id == policy.id, t.policy_packs.c.version == policy.version)
+        row = self.conn.execute(find).first()
         if row is None:
-            self.conn.execute(insert(t.policy_packs).values(
-                id=policy.id, version=policy.version, digest=dig, body=body, registered_at=now))
-        elif row[0] != dig:
+            try:  # two first users at once: the loser re-reads what the winner stored
+                with self.conn.begin_nested():
+                    self.conn.execute(insert(t.policy_packs).values(
+                        id=policy.id, version=policy.version, digest=dig, body=body,
+                        registered_at=now))
+            except IntegrityError:
+                row = self.conn.execute(find).first()
+        if row is not None and row[0] != dig:
             raise PolicyError(f"policy {policy.id} version {policy.version} is already in use "
                               "with different numbers; give the changed pack a new version")
         self._policies[key] = policy
@@ -402,6 +415,35 @@ class Repository:
         rows = self.conn.execute(select(t.violations).where(
             t.violations.c.order_id.in_(list(order_ids))).order_by(t.violations.c.id)).mappings()
         return [dict(r) for r in rows]
+
+    # -- inventory (SH-7) ---------------------------------------------------------------------
+    def set_stock(self, seller_id: str, sku: str, quantity: int) -> None:
+        updated = self.conn.execute(update(t.stock).where(
+            t.stock.c.seller_id == seller_id, t.stock.c.sku == sku).values(quantity=quantity))
+        if updated.rowcount == 0:
+            self.conn.execute(insert(t.stock).values(seller_id=seller_id, sku=sku,
+                                                     quantity=quantity))
+
+    def take_stock(self, seller_id: str, sku: str, qty: int) -> None:
+        """Decrement atomically, never below zero: the UPDATE only matches while enough is
+        left, so two concurrent payments cannot both take the last unit. A sku with no stock
+        row is unlimited."""
+        taken = self.conn.execute(update(t.stock).where(
+            t.stock.c.seller_id == seller_id, t.stock.c.sku == sku, t.stock.c.quantity >= qty)
+            .values(quantity=t.stock.c.quantity - qty))
+        if taken.rowcount == 1:
+            return
+        left = self.conn.execute(select(t.stock.c.quantity).where(
+            t.stock.c.seller_id == seller_id, t.stock.c.sku == sku)).scalar()
+        if left is not None:
+            raise ActionNotAllowed(f"seller {seller_id} has {left} of {sku!r} in stock, "
+                                   f"{qty} ordered", rule="SH-7", code="out_of_stock",
+                                   action="place_order")
+
+    def stock_of(self, seller_id: str) -> dict[str, int]:
+        rows = self.conn.execute(select(t.stock.c.sku, t.stock.c.quantity).where(
+            t.stock.c.seller_id == seller_id).order_by(t.stock.c.sku))
+        return {r[0]: r[1] for r in rows}
 
     # -- small helpers used by the service ----------------------------------------------------
     def is_known_tracking(self, tracking_no: str) -> bool:

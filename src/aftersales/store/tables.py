@@ -158,6 +158,9 @@ orders = Table(
     Column("max_scan_gap_s", Integer),
     Column("refund_requested_at", UTCDateTime),
     Column("violations", Json, nullable=False, server_default="[]"),
+    Column("oos_lines", Json, nullable=False, server_default="[]"),  # OS-1, awaiting the buyer
+    Column("oos_answer_due", UTCDateTime),  # OS-2
+    Column("oos_choice", String(16)),
     Column("policy_id", String(64), nullable=False),
     Column("policy_version", String(64), nullable=False),
     Column("next_deadline", UTCDateTime, index=True),

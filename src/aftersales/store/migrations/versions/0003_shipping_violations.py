@@ -29,6 +29,9 @@ def upgrade() -> None:
         b.add_column(sa.Column("max_scan_gap_s", sa.Integer(), nullable=True))
         b.add_column(sa.Column("refund_requested_at", UTC, nullable=True))
         b.add_column(sa.Column("violations", JSON, nullable=False, server_default="[]"))
+        b.add_column(sa.Column("oos_lines", JSON, nullable=False, server_default="[]"))
+        b.add_column(sa.Column("oos_answer_due", UTC, nullable=True))
+        b.add_column(sa.Column("oos_choice", sa.String(length=16), nullable=True))
     with op.batch_alter_table("order_lines") as b:
         b.add_column(sa.Column("weight_g", sa.Integer(), nullable=False, server_default="0"))
     op.create_table(
@@ -70,6 +73,6 @@ def downgrade() -> None:
     with op.batch_alter_table("order_lines") as b:
         b.drop_column("weight_g")
     with op.batch_alter_table("orders") as b:
-        for col in ("violations", "refund_requested_at", "max_scan_gap_s", "lost_at", "delivery_city", "last_scan_at",
+        for col in ("oos_choice", "oos_answer_due", "oos_lines", "violations", "refund_requested_at", "max_scan_gap_s", "lost_at", "delivery_city", "last_scan_at",
                     "first_pickup_at", "first_scan_at", "declared_weight_g"):
             b.drop_column(col)
