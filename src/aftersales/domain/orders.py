@@ -115,7 +115,8 @@ LINE_FIELDS = ("refunded", "open_case_id", "after_sales_used")
 # Shipment facts the violation rules read (domain.violations), kept on the order.
 TRACKING_FACTS = ("declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
                   "delivery_city", "lost_at", "max_scan_gap", "refund_requested_at")
-INFO_KEYS = frozenset({"scan", "found", "substitute_sku"})  # event payload that describes, not sets
+# event payload that describes, not sets
+INFO_KEYS = frozenset({"scan", "found", "substitute_sku", "disputed", "reason"})
 # Order fields an event may set after OrderPlaced.
 ORDER_FIELDS = frozenset({"shipped_at", "delivered_at", "completed_at", "closed_at",
                           "auto_confirm_at", "auto_confirm_paused_at", "carrier", "tracking_no",
@@ -394,6 +395,17 @@ class Order:
                 changes["status"] = self._next(OrderAction.DELIVER)
                 name = "ParcelDelivered"
         return self._record(name, at, SYSTEM, None, {"scan": kind, **changes})
+
+    def dispute_violation(self, actor: Actor, name: str, reason: str, now: datetime) -> Event:
+        """SH-5: the seller contests a detection; it goes to platform staff (intervention).
+        The compensation already paid stands until staff rule."""
+        self._require(actor, Role.SELLER, "dispute_violation")
+        if name not in self.violations:
+            raise InvalidInput(f"order {self.id} has no {name!r} violation to dispute")
+        if not reason.strip():
+            raise InvalidInput("a dispute needs the seller's reason", rule="SH-5")
+        return self._record("ViolationDisputed", now, actor, "SH-5",
+                            {"disputed": name, "reason": reason})
 
     # -- out of stock after payment (OS-1..OS-4) ---------------------------------------------
     def declare_out_of_stock(self, actor: Actor, line_nos: Sequence[int] | None,

@@ -61,6 +61,8 @@ ACTIONS: dict[str, tuple[set[str], set[str]]] = {
     "send_to_jury": ({"case"}, set()),
     "vote": ({"case", "side"}, {"reason"}),
     "complain": ({"order", "kind"}, {"text"}),
+    "dispute_violation": ({"order", "violation", "reason"}, set()),
+    "set_stock": ({"seller", "sku", "quantity"}, set()),
 }
 EXPECT_KEYS = re.compile(r"^(case|order|seller|buyer) \S+$|^ledger$")
 _OFFSET = re.compile(r"^\+(\S+)$")

@@ -195,6 +195,12 @@ def _command(r: Run, step: Step) -> c.Command:
                             mode=_enum(ShippingMode, f["mode"], "mode"), lines=tuple(specs),
                             ship_by=ship_by, ship_to_city=f.get("ship_to_city"),
                             policy_id=str(f.get("policy") or r.scenario.policy))
+    if do == "dispute_violation":
+        return c.DisputeViolation(actor=actor, order_id=_order_id(r, f["order"]),
+                                  name=str(f["violation"]), reason=str(f["reason"]))
+    if do == "set_stock":
+        return c.SetStock(actor=actor, seller_id=str(f["seller"]), sku=str(f["sku"]),
+                          quantity=int(f["quantity"]))
     if do == "declare_out_of_stock":
         order_id = _order_id(r, f["order"])
         lines = _case_lines(r, order_id, f)

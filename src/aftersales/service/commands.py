@@ -199,6 +199,15 @@ class ChooseOutOfStockOption(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DisputeViolation(Command):
+    """SH-5: the seller contests a detected violation; platform staff decide."""
+
+    order_id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SetStock(Command):
     """SH-7: a seller's in-stock quantity of a sku (a sku with no row is unlimited)."""
 

@@ -34,6 +34,7 @@ from aftersales.service.commands import (
     Command,
     ConfirmReceipt,
     DeclareOutOfStock,
+    DisputeViolation,
     ImportScans,
     OpenCase,
     PlaceOrder,
@@ -124,7 +125,7 @@ class Service:
             ConfirmReceipt: self._confirm_receipt, OpenCase: self._open_case,
             DeclareOutOfStock: self._declare_out_of_stock,
             ChooseOutOfStockOption: self._choose_out_of_stock, SetStock: self._set_stock,
-            ImportScans: self._import_scans,
+            ImportScans: self._import_scans, DisputeViolation: self._dispute_violation,
         }
         try:
             return table[type(cmd)]
@@ -226,6 +227,16 @@ class Service:
         self._settle(repo, order, now)
         out = _published("order", order.id, order.pending)
         repo.save_order(order)
+        return Result(out, order_id=order.id)
+
+    def _dispute_violation(self, repo: Repository, cmd: DisputeViolation,
+                           now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        order.dispute_violation(cmd.actor, cmd.name, cmd.reason, now)
+        self._settle(repo, order, now)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        repo.mark_violation_disputed(order.id, cmd.name, cmd.reason)
         return Result(out, order_id=order.id)
 
     def _set_stock(self, repo: Repository, cmd: SetStock, now: datetime) -> Result:

@@ -411,6 +411,11 @@ class Repository:
              "paid_as": v["paid_as"].value if v["paid_as"] is not None else None}
             for v in found])
 
+    def mark_violation_disputed(self, order_id: str, name: str, reason: str) -> None:
+        self.conn.execute(update(t.violations).where(
+            t.violations.c.order_id == order_id, t.violations.c.name == name)
+            .values(status="disputed", dispute_reason=reason))
+
     def violations_of(self, order_ids: Sequence[str]) -> list[dict[str, Any]]:
         rows = self.conn.execute(select(t.violations).where(
             t.violations.c.order_id.in_(list(order_ids))).order_by(t.violations.c.id)).mappings()

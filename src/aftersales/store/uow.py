@@ -11,6 +11,16 @@ from sqlalchemy.pool import QueuePool
 
 from aftersales.store.repository import Repository
 
+_pid = os.getpid()  # this process (os.getpid is a system call; a fork updates this)
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class KeptConnections:
     """One connection per thread, kept open between that thread's units of work.
@@ -36,7 +46,7 @@ class KeptConnections:
         local = self._local
         conn: Connection | None = getattr(local, "conn", None)
         if conn is not None:
-            if local.pid != os.getpid():
+            if local.pid != _pid:
                 local.conn = None  # the parent process's: never touch it (nor close it) here
             elif conn.closed or conn.invalidated:
                 self._drop()
@@ -47,7 +57,7 @@ class KeptConnections:
         conn = self.engine.connect()
         pool = self.engine.pool
         if isinstance(pool, QueuePool) and pool.checkedout() < pool.size():
-            local.conn, local.pid = conn, os.getpid()
+            local.conn, local.pid = conn, _pid
             return conn, True
         return conn, False
 
@@ -59,7 +69,7 @@ class KeptConnections:
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.pid == _pid:
             conn.close()
 
     def close(self) -> None:
