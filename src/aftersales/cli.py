@@ -248,6 +248,36 @@ def stock_set(seller: str, sku: str, quantity: int, db: DbOption = None) -> None
     typer.echo(f"{seller} {sku}: {quantity}")
 
 
+import_app = typer.Typer(no_args_is_help=True, help="Load real marketplace data sets.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("olist")
+def import_olist(
+        directory: Annotated[Path, typer.Argument(help="Folder with the Olist CSV files.")],
+        db: Annotated[str | None, typer.Option("--db", help="Database URL, which must hold no "
+                      "orders yet (default: a fresh temporary SQLite file, deleted after the "
+                      "summary; $AFTERSALES_DATABASE_URL is not used).")] = None,
+        policy: Annotated[str, typer.Option(help="Policy pack: taobao or douyin (BRL, "
+                                            "America/Sao_Paulo).")] = "taobao",
+        limit: Annotated[int | None, typer.Option(help="Only the first N orders of the "
+                                                  "orders file.")] = None,
+        as_json: JsonOption = False) -> None:
+    """Replay the Olist data set (orders, items, customers, products, reviews) through the
+    service layer and the deadline worker; print what the shipping rules find (docs/real-data.md).
+    """
+    from aftersales.olist import OlistError, format_summary, run_import
+
+    try:
+        summary = run_import(directory, db=db, policy=policy, limit=limit, progress=not as_json)
+    except (OlistError, PolicyError) as exc:
+        _fail(str(exc), 2)
+    except AftersalesError as exc:
+        _fail(str(exc), 2 if exc.code == "invalid_input" else 1)
+    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json
+               else format_summary(summary))
+
+
 def main() -> None:
     try:
         app()

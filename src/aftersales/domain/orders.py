@@ -623,6 +623,9 @@ class Order:
         timer resumes with the time it had left (the paused span is added back)."""
         changes: dict[str, Any] = {f"line.{no}.open_case_id": None for no in line_nos}
         still_open = any(ln.open_case_id for ln in self.lines if ln.line_no not in line_nos)
+        if (not still_open and self.refund_requested_at is not None and not self.oos_lines
+                and self.status is OrderStatus.PAID):
+            changes["refund_requested_at"] = None  # no refund after all: the duty to ship is back
         if not still_open and self.auto_confirm_paused_at is not None:
             changes["auto_confirm_paused_at"] = None
             if self.auto_confirm_at is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from aftersales.store import db
 from aftersales.store.repository import Repository
 
 _pid = os.getpid()  # this process (os.getpid is a system call; a fork updates this)
@@ -26,20 +28,25 @@ class KeptConnections:
     """One connection per thread, kept open between that thread's units of work.
 
     Checking a connection out of the pool and back in (with its reset) costs about as much as a
-    small command's statements on SQLite; a service handles one command per unit of work, so it
-    keeps the connection instead. Nothing else changes: every unit of work is still its own
-    transaction (BEGIN ... COMMIT/ROLLBACK, `begin` events included), and a kept connection is
-    never left inside one. It is not kept (the unit of work checks out and returns a pooled one,
-    as before) when the thread's kept connection is busy (a unit of work inside another), when
-    keeping it would leave the pool without a free slot (threads never starve for connections),
-    when its execution options were changed, or across a fork. A connection that was closed or
-    invalidated (disconnect) is replaced. Kept connections go back to the pool when their thread
-    ends or the owner is garbage collected, or at `close()`.
+    small command's statements on SQLite; a service runs one unit of work per command, so it
+    keeps the connection instead. Every unit of work is still its own transaction (BEGIN ...
+    COMMIT/ROLLBACK), and a kept connection is never left inside one.
+
+    A unit of work gets a pooled connection, returned after it as before, when the thread's
+    kept connection is busy (a unit of work inside another), when keeping one more would leave
+    the pool without a free slot (other threads never wait for connections held by idle ones),
+    or when the pool is not a QueuePool. A kept connection goes back to the pool when its
+    execution options were changed (the pool resets them), when its thread ends or its owner is
+    garbage collected, and at `close()`; one that was closed or invalidated (a disconnect) is
+    replaced, one inherited across a fork is left alone. Like pooled connections
+    (`db._ping_when_idle`), one that sat unused for PING_AFTER_IDLE_S or more is pinged before
+    use and replaced if it is dead (not on SQLite, where there is no server to lose).
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._local = threading.local()
+        self._ping = engine.dialect.name != "sqlite"
 
     def acquire(self) -> tuple[Connection, bool]:
         """A connection for one unit of work, and whether it is kept (else: close it after)."""
@@ -47,17 +54,20 @@ class KeptConnections:
         conn: Connection | None = getattr(local, "conn", None)
         if conn is not None:
             if local.pid != _pid:
-                local.conn = None  # the parent process's: never touch it (nor close it) here
+                local.conn = None  # the parent process's: never use it (nor close it) here
             elif conn.closed or conn.invalidated:
                 self._drop()
             elif conn.in_transaction():
                 return self.engine.connect(), False  # a unit of work inside another
+            elif (self._ping and time.monotonic() - local.idle_since >= db.PING_AFTER_IDLE_S
+                  and not self._alive(conn)):
+                self._drop()
             else:
                 return conn, True
         conn = self.engine.connect()
         pool = self.engine.pool
         if isinstance(pool, QueuePool) and pool.checkedout() < pool.size():
-            local.conn, local.pid = conn, _pid
+            local.conn, local.pid, local.idle_since = conn, _pid, time.monotonic()
             return conn, True
         return conn, False
 
@@ -65,6 +75,18 @@ class KeptConnections:
         """After a unit of work on a kept connection (its transaction is over)."""
         if conn.get_execution_options() != self.engine.get_execution_options():
             self._drop()  # changed options: back to the pool, which resets the connection
+        elif self._ping:
+            self._local.idle_since = time.monotonic()
+
+    def _alive(self, conn: Connection) -> bool:
+        try:
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None
+            self.engine.dialect.do_ping(dbapi_conn)
+        except self.engine.dialect.loaded_dbapi.Error as err:
+            conn.invalidate(err)
+            return False
+        return True
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
