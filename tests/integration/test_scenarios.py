@@ -118,6 +118,10 @@ ORDER_AND_CASE = """
         do: scan
         tracking: SF0001
         event: picked_up
+      - at: +20h
+        do: scan
+        tracking: SF0001
+        event: signed
       - at: +1d
         do: open_case
         as: buyer:b1
@@ -172,7 +176,7 @@ def test_a_failed_expectation_exits_1_naming_step_field_expected_and_actual(
     proc = run_subprocess(path)
     assert proc.returncode == 1, proc.stderr
     msg = proc.stderr
-    assert "step 5" in msg and "line 29" in msg
+    assert "step 6" in msg and "line 33" in msg
     assert "case c1.status" in msg
     assert "expected 'closed'" in msg and "actual 'awaiting_seller'" in msg
 
@@ -186,7 +190,7 @@ def test_an_unexpected_refusal_exits_1_with_the_error_code(tmp_path: Path) -> No
     """)
     code, _, err = run_cli(path)
     assert code == 1
-    assert "step 5" in err and "wrong_actor" in err
+    assert "step 6" in err and "wrong_actor" in err
 
 
 def test_an_expected_refusal_that_is_accepted_exits_1(tmp_path: Path) -> None:

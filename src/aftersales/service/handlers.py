@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from aftersales.domain import violations
-from aftersales.domain.cases import Action, Case
+from aftersales.domain.cases import ENTITLING_VIOLATIONS, Action, Case
 from aftersales.domain.errors import InvalidInput, NotFound, WrongActor
 from aftersales.domain.orders import Order
 from aftersales.domain.types import (
@@ -163,13 +163,13 @@ class Service:
         order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy, cmd.weight_g)
         # SH-5: a tracking number already on other orders flags them all.
         others = [o for o in repo.orders_by_tracking(cmd.tracking) if o != order.id]
-        self._settle(repo, order, now, tracking_orders=len(others) + 1)
-        out = _published("order", order.id, order.pending)
+        extra = self._settle(repo, order, now, tracking_orders=len(others) + 1)
+        out = extra + _published("order", order.id, order.pending)
         repo.save_order(order)
         repo.add_shipment(order.id, "outbound", cmd.carrier, cmd.tracking, now, cmd.weight_g)
         for other_id in others:
             other = repo.get_order(other_id)
-            self._settle(repo, other, now, tracking_orders=len(others) + 1)
+            out += self._settle(repo, other, now, tracking_orders=len(others) + 1)
             out += _published("order", other.id, other.pending)
             repo.save_order(other)
         return Result(out, order_id=order.id)
@@ -185,7 +185,7 @@ class Service:
         for order_id in order_ids:
             order = repo.get_order(order_id)
             order.scanned(cmd.event, now, cmd.city)
-            self._settle(repo, order, now, tracking_orders=len(order_ids))
+            out += self._settle(repo, order, now, tracking_orders=len(order_ids))
             out += _published("order", order.id, order.pending)
             repo.save_order(order)
         return Result(out)
@@ -259,7 +259,7 @@ class Service:
                          description=cmd.description)
         if case.entitled_by(order):  # SH-6 (a), SH-9: refund or re-ship is the buyer's call
             case.act(Action.ENTITLE, SYSTEM, now, policy, order)
-        self._settle(repo, order, now)
+        self._settle(repo, order, now, held=case)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         repo.add_case(case)
@@ -273,7 +273,7 @@ class Service:
         # an answer, RF-1): apply it first, then judge the action against the new state.
         case.on_deadline(now, policy, order)
         case.act(cmd.ACTION, cmd.actor, now, policy, order, **cmd.args())
-        self._settle(repo, order, now)
+        self._settle(repo, order, now, held=case)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         if case.return_tracking and cmd.ACTION.value == "ship_return":
@@ -288,17 +288,32 @@ class Service:
 
     # -- shipping rules (SH-2..SH-6, SH-9) ---------------------------------------------------
     def _settle(self, repo: Repository, order: Order, now: datetime,
-                tracking_orders: int | None = None) -> None:
+                tracking_orders: int | None = None, held: Case | None = None
+                ) -> list[Published]:
         """Run the shipping rules on the order's facts (recording and compensating what they
         find, once per order and violation) and plan when they must be looked at next. Every
-        order save goes through here, so the order's next deadline always includes them."""
+        order save goes through here, so the order's next deadline always includes them.
+        A new entitling violation grants the buyer's open refund / re-ship requests at once
+        (SH-6 (a), SH-9); `held` is a case the caller has loaded and will save itself."""
         policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
         known = frozenset(order.violations)
         findings = violations.detect(order.facts(tracking_orders), policy, now, known)
-        order.record_violations(findings, now, policy)  # saved with the order
+        new = order.record_violations(findings, now, policy)  # saved with the order
+        out: list[Published] = []
+        if any(v["name"] in ENTITLING_VIOLATIONS for v in new):
+            open_ids = sorted({ln.open_case_id for ln in order.lines if ln.open_case_id})
+            for case_id in open_ids:
+                case = held if held is not None and held.id == case_id else repo.get_case(case_id)
+                if case.entitled_by(order):
+                    case_policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
+                    case.act(Action.ENTITLE, SYSTEM, now, case_policy, order)
+                    if case is not held:
+                        out += _published("case", case.id, case.pending)
+                        repo.save_case(case)
         live = order.status in (OrderStatus.PAID, OrderStatus.SHIPPED, OrderStatus.DELIVERED)
         order.check_at = (violations.next_check(order.facts(), policy, now,
                                                 frozenset(order.violations)) if live else None)
+        return out
 
     # -- deadlines (the worker calls these) ---------------------------------------------------
     def fire_case_deadline(self, repo: Repository, case_id: str, now: datetime) -> list[Published]:
@@ -306,7 +321,7 @@ class Service:
         policy = self.pinned_policy(repo, case.policy_id, case.policy_version)
         if case.on_deadline(now, policy, order) is None:
             return []
-        self._settle(repo, order, now)
+        self._settle(repo, order, now, held=case)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
         repo.save_case(case)
@@ -317,8 +332,8 @@ class Service:
                             ) -> list[Published]:
         order = repo.get_order(order_id)
         order.on_deadline(now, self.pinned_policy(repo, order.policy_id, order.policy_version))
-        self._settle(repo, order, now)
-        out = _published("order", order.id, order.pending)
+        extra = self._settle(repo, order, now)
+        out = extra + _published("order", order.id, order.pending)
         if order.pending:
             repo.save_order(order)
         else:

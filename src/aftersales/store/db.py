@@ -67,10 +67,11 @@ def _ping_when_idle(engine: Engine) -> None:
     PING_AFTER_IDLE_S or more; a dead one is replaced (the pool retries with a new connection).
 
     Connections die while idle (server restart, idle timeouts, a failover), and that is what
-    `pool_pre_ping` guards against; but it pings on every checkout, one extra round trip for
-    every command (about 7 % of a command's time here). A connection that was in use a moment
-    ago is not checked; if it has died since, the command fails with a disconnect error and the
-    pool is invalidated, as with any connection lost mid-transaction."""
+    `pool_pre_ping` guards against; but it pings on every checkout: one more round trip for
+    every command (40-60 µs here, about 5 % of a command on PostgreSQL). A connection that was
+    in use a moment ago is not checked; if it has died since, the command fails with a
+    disconnect error and the pool is invalidated, as with any connection lost mid-transaction.
+    (`uow.KeptConnections` pings the connections it keeps by the same rule.)"""
 
     @event.listens_for(engine, "checkin")
     def _idle_since(_dbapi_conn: Any, record: Any) -> None:

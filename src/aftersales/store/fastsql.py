@@ -3,19 +3,21 @@
 `conn.execute(stmt, params)` spends 25-40 µs per statement in SQLAlchemy's execution layer
 (execution context, parameter construction, result metadata, events), several times what
 `sqlite3` needs to run the statement. The repository's statements are module-level constants
-executed with parameter dicts, so all of that can be done once: `_plan` compiles a statement
-once per dialect and set of parameter keys, with SQLAlchemy's own compiler and bind processors,
-and `execute` / `executemany` / `fetch` then only build the driver's parameters and call the
-cursor of the same connection, inside the same transaction.
+executed with parameter dicts, so that work can be done once: `_plan` compiles a statement once
+per dialect and set of parameter keys, with SQLAlchemy's own compiler and bind processors, and
+`execute` / `executemany` / `fetch` then only build the driver's parameters and call the cursor
+of the same connection (one cursor per DBAPI connection, reused), in the same transaction.
 
 What the driver receives is exactly what `conn.execute` would hand it: the same SQL text (the
 dialect's compiler, bind casts on PostgreSQL included), the same parameters after the same bind
-processors (`UTCDateTime`, `JSON`/`JSONB`, `Boolean`), and rows come back through the same
-result processors. Row counts are the cursor's (`UPDATE ... WHERE version = ?` checks). The rest
-of SQLAlchemy's contract is kept where something can depend on it:
+processors (`UTCDateTime`, `JSON`/`JSONB`, `Boolean`), one row as a plain execute and more as
+the driver's `executemany`; rows come back through the same result processors, as dicts keyed
+like `.mappings()`. Row counts are the cursor's (the `WHERE version = ?` checks).
+`tests/integration/test_store_fastpath.py` runs lifecycles both ways and compares every driver
+call and every stored row. The rest of SQLAlchemy's contract is kept where something can depend
+on it:
 
-* a connection that is not in a transaction begins one first (autobegin), so the `begin` event
-  (SQLite's `BEGIN IMMEDIATE`) fires as before;
+* a connection that is not in a transaction begins one first, as `conn.execute` would;
 * `before_cursor_execute` / `after_cursor_execute` listeners are called with the driver-level
   statement and parameters (`context` is None), so recorders and statement counters see every
   statement (`bench/lifecycle.py` records its ceiling this way);
@@ -23,12 +25,16 @@ of SQLAlchemy's contract is kept where something can depend on it:
   get the same `sqlalchemy.exc` exceptions (`IntegrityError`, `StatementError`, ...) and a
   disconnect invalidates the connection as usual.
 
-What it does not do falls back to `conn.execute` for that statement (decided once per plan):
-IN-list ("expanding") and literal-execute parameters, callable or Python-side column defaults,
-DML with RETURNING, paramstyles other than qmark/format/named/pyformat, and `echo` logging.
-New repository methods can use these three functions for any prebuilt statement; statements
-built per call (`where(col == value)`) gain nothing (each is a new cache entry) and belong on
-`conn.execute`.
+A statement the plan cannot do takes `conn.execute` instead (decided once per plan): IN-list
+("expanding") and literal-execute parameters, callable or Python-side column defaults, DML with
+RETURNING, paramstyles other than qmark/format/named/pyformat, and connections with `echo` on.
+
+Using it from a new repository method: build the statement once at module level, with
+`bindparam("b_...")` for the WHERE values and the parameter keys for the columns, and call
+`execute(self.conn, STMT, {...})` (returns the row count), `executemany(self.conn, STMT, rows)`
+or `fetch(self.conn, STMT, {...})`. Statements built per call (`where(col == value)`) belong on
+`conn.execute`: here each would be a new plan (the cache is emptied when it grows past
+_MAX_PLANS, so that is slow, not a leak).
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ class _Plan:
 
 
 # Per dialect: (statement, parameter keys) -> plan, or None for the ordinary path.
+_MAX_PLANS = 1000
 _plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Any, ...], _Plan | None]] = (
     weakref.WeakKeyDictionary())
 
@@ -112,6 +119,8 @@ def _plan_for(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> _Pla
     try:
         plan = cache[(stmt, keys)]
     except KeyError:
+        if len(cache) >= _MAX_PLANS:  # statements built per call: never keep them all
+            cache.clear()
         plan = cache[(stmt, keys)] = _plan(dialect, stmt, keys)
     if plan is None or conn._echo:
         return None
@@ -206,7 +215,7 @@ def _cursor_call(conn: Connection, plan: _Plan, params: Any, many: bool) -> Any:
 def _failed(conn: Connection, e: BaseException, sql: str, params: Any, cursor: Any) -> None:
     """SQLAlchemy's own handling: the same exception types, disconnects invalidate (it also
     closes the cursor, so a new one is made next time)."""
-    if not conn.invalidated:
+    if not conn.closed and not conn.invalidated:
         conn.connection.info.pop(_CURSOR, None)
     conn._handle_dbapi_exception(e, sql, params, cursor, None)
 
