@@ -153,8 +153,9 @@ class RawRunner:
                     cur.executemany(sql, params)
                 else:
                     cur.execute(sql, params)
-                    # The service's optimistic check: exactly one row, or a conflict.
-                    if sql[:6] == "UPDATE" and cur.rowcount != 1:
+                    # The service's optimistic check: exactly one row, or a conflict. Other
+                    # UPDATEs (a conditional stock decrement) may rightly match no row.
+                    if sql[:6] == "UPDATE" and ".version = " in sql and cur.rowcount != 1:
                         raise RuntimeError(f"version check failed: {sql[:60]}")
             conn.commit()
         return time.perf_counter() - start

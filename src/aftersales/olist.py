@@ -53,7 +53,7 @@ from aftersales.policy import loader
 from aftersales.policy.model import Policy
 from aftersales.scenario.runner import counter_ids
 from aftersales.service import commands as c
-from aftersales.service.handlers import PolicySource, Service
+from aftersales.service.handlers import Service
 from aftersales.service.worker import advance
 from aftersales.store import tables as t
 from aftersales.store.db import normalise_url
@@ -325,44 +325,6 @@ def _plan(data: Dataset, row: dict[str, str], items: list[dict[str, str]],
     return None
 
 
-# -- the pack ---------------------------------------------------------------------------------
-def _in_currency(node: Any, currency: str) -> Any:
-    """Every compensation amount of a pack body as Money of `currency`."""
-    if isinstance(node, dict):
-        return {k: (Money.parse(v, currency) if k in _AMOUNT_KEYS and isinstance(v, str)
-                    else _in_currency(v, currency)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_in_currency(v, currency) for v in node]
-    return node
-
-
-_AMOUNT_KEYS = frozenset({"up_to", "amount", "floor", "cap"})
-
-
-def load_pack(policy_id: str, overrides: dict[str, Any]) -> Policy:
-    """`loader.load` with the compensation amounts in the pack's own currency.
-
-    Workaround: `policy.model` parses every amount as CNY whatever the pack's `currency`, so
-    under `currency: BRL` each compensation compares BRL with CNY and raises (a late Ship is
-    refused, the worker cannot apply the ship-by check and retries it forever). The same
-    numbers are kept (5.00 CNY becomes 5.00 BRL), so the stored body and its digest are the
-    ones `loader.load` gives; only this process's copy differs. A no-op once the pack parses
-    amounts in its currency."""
-    policy = loader.load(policy_id, overrides)
-    body = loader.to_dict(policy)
-    for section in ("compensation", "out_of_stock"):
-        body[section] = _in_currency(body[section], policy.currency)
-    return loader.build(body, f"{policy_id} (amounts in {policy.currency})")
-
-
-class _Packs(PolicySource):
-    def current(self, policy_id: str | None) -> Policy:
-        pid = policy_id or self.default
-        if pid not in self._current:
-            self._current[pid] = load_pack(pid, self.overrides.get(pid) or {})
-        return self._current[pid]
-
-
 # -- the commands -----------------------------------------------------------------------------
 @dataclass(order=True)
 class Step:
@@ -604,7 +566,6 @@ def run_import(directory: Path, *, db: str | None = None, policy: str = "taobao"
         url = normalise_url(db)
     try:
         service = bootstrap(url, policy=policy, overrides={policy: OVERRIDES}, ids=counter_ids())
-        service.policies = _Packs(policy, {policy: OVERRIDES})
         try:
             with service.engine.connect() as conn:
                 existing = conn.execute(select(func.count()).select_from(t.orders)).scalar()

@@ -1,11 +1,12 @@
 """`aftersales import olist`: the real Olist sample through the service layer and the worker.
 
 The data is read where it lives (../shared/data/olist-sample, never copied into the repo); a
-subset (--limit) runs on SQLite and on PostgreSQL. Hand-checked order 261e71d2349c713eafa9f3df5972b95d
-(row 3 of the orders file): purchased 2018-01-20 12:15:57, one item of 157.77 BRL whose
-shipping_limit_date is 2018-01-25 12:37:13; the carrier took it 2018-01-25 21:42:52 (9 hours
-late) and it was delivered 2018-01-30 11:32:35 (4.6 days later). Brazil was on summer time
-(UTC-2) then. So: ship_timeout, nothing else; Taobao pays 5 % = 7.89 BRL in cash.
+subset (--limit) runs on SQLite and on PostgreSQL. Hand-checked order
+261e71d2349c713eafa9f3df5972b95d (line 3 of olist_orders_dataset.csv): purchased
+2018-01-20 12:15:57, one item of 157.77 BRL whose shipping_limit_date is 2018-01-25 12:37:13;
+the carrier took it 2018-01-25 21:42:52 (9 hours late) and it was delivered 2018-01-30
+11:32:35 (4.6 days later). Brazil was on summer time (UTC-2) then. So: ship_timeout, nothing
+else; Taobao pays 5 % = 7.89 BRL in cash, Douyin a 3.00 coupon.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ orders file, one row per order line:
     (empty = not shipped), declared_weight_g (the parcel's declared weight, empty = unknown),
     sku, qty, price (the line's paid amount in major units, e.g. 59.90, at most 2 decimals),
     weight_g (one unit's weight, 0 or empty = unknown), refund_requested_at (optional column:
-    when the buyer asked for a refund before shipment, empty = never)
+    when the buyer asked for a refund before shipment; empty = never, or the request ended
+    without a refund)
 events file, one row per carrier scan:
     tracking_no, event (picked_up|in_transit|delivered|signed|exception|lost), city, at
 
@@ -156,8 +157,11 @@ def _typed(name: str, kind: str, src_type: str, exponent: int, path: Path) -> _C
                    "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
     is_float = t in ("FLOAT", "DOUBLE", "REAL")
     is_decimal = t.startswith("DECIMAL")
+    if t.strip('"') == "NULL":  # a Parquet column with no value at all
+        target = {"str": "VARCHAR", "ts": "TIMESTAMPTZ"}.get(kind, "BIGINT")
+        return _Col(name, f"CAST(NULL AS {target})", "FALSE", "", "TRUE")
     col = _typed_value(name, kind, t, c, is_text, is_int, is_float, is_decimal, exponent, path)
-    missing = f"(nullif(trim({c}), '') IS NULL)" if is_text else f"({c} IS NULL)"
+    missing = f"({c} IS NULL OR {c} = '')" if is_text else f"({c} IS NULL)"
     return _Col(col.name, col.expr, col.bad, col.problem, missing)
 
 
@@ -265,13 +269,17 @@ def _prepare(con: duckdb.DuckDBPyConnection, path: Path, wanted: Sequence[str],
     return _Input(path, cols, checks, names)
 
 
+def _not_in(expr: str, values: Sequence[str]) -> str:
+    """`expr NOT IN (...)` as comparisons (DuckDB would plan the IN list as a join)."""
+    return "(" + " AND ".join(f"{expr} <> {_str_lit(v)}" for v in values) + ")"
+
+
 def _orders_input(con: duckdb.DuckDBPyConnection, path: Path, exponent: int) -> _Input:
     inp = _prepare(con, path, ORDER_COLUMNS, OPTIONAL_ORDER_COLUMNS, ORDERS_REQUIRED, "orders",
                    exponent)
     c = {n: inp.columns[n].expr for n in inp.columns}
-    modes = ", ".join(_str_lit(m.value) for m in ShippingMode)
     inp.checks.extend([
-        ("mode", f"({c['mode']} NOT IN ({modes}))",
+        ("mode", _not_in(c["mode"], [m.value for m in ShippingMode]),
          f"unknown shipping mode (one of {', '.join(m.value for m in ShippingMode)})"),
         ("line_no", f"({c['line_no']} < 1)", "must be 1 or more"),
         ("qty", f"({c['qty']} < 1)", "must be 1 or more"),
@@ -286,8 +294,7 @@ def _orders_input(con: duckdb.DuckDBPyConnection, path: Path, exponent: int) -> 
 
 def _events_input(con: duckdb.DuckDBPyConnection, path: Path) -> _Input:
     inp = _prepare(con, path, EVENT_COLUMNS, (), EVENTS_REQUIRED, "events", 2)
-    kinds = ", ".join(_str_lit(k.value) for k in ScanKind)
-    inp.checks.append(("event", f"({inp.columns['event'].expr} NOT IN ({kinds}))",
+    inp.checks.append(("event", _not_in(inp.columns["event"].expr, [k.value for k in ScanKind]),
                        f"unknown event kind (one of {', '.join(k.value for k in ScanKind)})"))
     return inp
 
@@ -344,7 +351,7 @@ def compensation_sql(schedule: Compensation | None, base: str) -> str:
     """SQL for `schedule.for_price` on an integer minor-unit amount (exact, as Money does)."""
     if schedule is None:
         return "CAST(0 AS BIGINT)"
-    arms = []
+    arms: list[str] = []
     for tier in schedule.tiers:
         if tier.kind == "none":
             value = "0"
@@ -417,7 +424,7 @@ WITH facts AS (
   WHERE og.order_id IS NOT NULL
 ),
 checked AS (SELECT {fact_cols}, buyer_id, first_line, lines, price_minor FROM facts),
-flagged AS (
+flagged AS MATERIALIZED (
   SELECT * FROM (SELECT *,
   {flags}
   FROM checked) WHERE {any_flag}
@@ -487,38 +494,39 @@ def _sf_sql(events: _Input, as_of: str) -> str:
     consecutive distinct times counts while the parcel was not yet delivered, i.e. when the
     earlier time is before the first delivered/signed scan (as `Order.scanned` does)."""
     c = {n: events.columns[n].expr for n in events.columns}
-    delivered = ", ".join(_str_lit(k) for k in DELIVERED)
+    dlv_kinds = " OR ".join(f"{c['event']} = {_str_lit(k)}" for k in DELIVERED)
     return f"""
 SELECT tracking_no, n_events, first_scan_at, first_pickup_at, last_scan_at, delivered_at,
   delivery_city, lost_at, tracking_orders, bad,
   to_microseconds(list_max(list_transform(list_zip(ats[:-2], ats[2:]),
     lambda p: CASE WHEN p[2] > p[1] AND (dlv IS NULL OR p[1] < dlv) THEN p[2] - p[1] END)))
     AS max_scan_gap
+FROM (SELECT *, epoch_us(delivered_at) AS dlv
 FROM (
   SELECT tracking_no,
-    count(ts) FILTER (WHERE NOT is_order) AS n_events,
-    count(*) FILTER (WHERE is_order) AS tracking_orders,
+    count(ts) AS n_events,
+    count_if(is_order) AS tracking_orders,
     min(ts) AS first_scan_at,
-    min(ts) FILTER (WHERE event = 'picked_up') AS first_pickup_at,
+    min(CASE WHEN event = 'picked_up' THEN ts END) AS first_pickup_at,
     max(ts) AS last_scan_at,
-    min(ts) FILTER (WHERE event IN ({delivered})) AS delivered_at,
-    arg_min(struct_pack(city := city), ts) FILTER (WHERE event IN ({delivered})).city
+    min(CASE WHEN dlv THEN ts END) AS delivered_at,
+    arg_min(CASE WHEN dlv THEN struct_pack(city := city) END, CASE WHEN dlv THEN ts END).city
       AS delivery_city,
-    min(ts) FILTER (WHERE event = 'lost') AS lost_at,
-    epoch_us(min(ts) FILTER (WHERE event IN ({delivered}))) AS dlv,
+    min(CASE WHEN event = 'lost' THEN ts END) AS lost_at,
     list_sort(list(epoch_us(ts)) FILTER (WHERE ts IS NOT NULL)) AS ats,
     count_if(bad) AS bad
   FROM (
     SELECT {c['tracking_no']} AS tracking_no, {c['event']} AS event, {c['city']} AS city,
       CASE WHEN {c['at']} <= {as_of} THEN {c['at']} END AS ts, FALSE AS is_order,
+      ({dlv_kinds}) AS dlv,
       {events.row_bad} AS bad
     FROM {_relation(events.path)}
     UNION ALL
-    SELECT tracking_no, NULL, NULL, NULL, TRUE, FALSE FROM og
+    SELECT tracking_no, NULL, NULL, NULL, TRUE, FALSE, FALSE FROM og
     WHERE tracking_no IS NOT NULL AND order_id IS NOT NULL
   )
   GROUP BY tracking_no
-)
+))
 """
 
 
@@ -532,6 +540,7 @@ def _connect(memory_limit: str, temp_directory: str | None,
         con.execute(f"SET memory_limit = {_str_lit(memory_limit)}")
         con.execute(f"SET temp_directory = {_str_lit(tmp)}")
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         yield con

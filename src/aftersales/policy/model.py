@@ -38,6 +38,16 @@ def _money(value: Any) -> Money:
         raise ValueError(exc.message) from None
 
 
+def _money_in(value: Any, currency: str) -> Any:
+    """Parse a pack amount in the pack's currency; leave anything else to the field check."""
+    if isinstance(value, str):
+        try:
+            return Money.parse(value, currency)
+        except InvalidInput:
+            return value  # the field validator reports it with its path
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(format_duration)]
 Amount = Annotated[Money, BeforeValidator(_money), PlainSerializer(str)]
 
@@ -193,6 +203,34 @@ class Policy(_Frozen):
     penalties: Penalties
     jury: Jury
     out_of_stock: OutOfStock
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amounts_in_pack_currency(cls, data: Any) -> Any:
+        """Amounts in a pack are in the pack's own currency (a BRL pack's "5.00" is BRL)."""
+        if not isinstance(data, dict) or not isinstance(data.get("currency"), str):
+            return data
+        currency = data["currency"]
+
+        def convert(schedule: Any) -> Any:
+            if not isinstance(schedule, dict) or not isinstance(schedule.get("tiers"), list):
+                return schedule
+            tiers = []
+            for tier in schedule["tiers"]:
+                if isinstance(tier, dict):
+                    tier = {k: (_money_in(v, currency)
+                                if k in ("up_to", "amount", "floor", "cap") else v)
+                            for k, v in tier.items()}
+                tiers.append(tier)
+            return {**schedule, "tiers": tiers}
+
+        out = dict(data)
+        if isinstance(out.get("compensation"), dict):
+            out["compensation"] = {k: convert(v) for k, v in out["compensation"].items()}
+        oos = out.get("out_of_stock")
+        if isinstance(oos, dict) and oos.get("compensation") is not None:
+            out["out_of_stock"] = {**oos, "compensation": convert(oos["compensation"])}
+        return out
 
     @model_validator(mode="after")
     def _checks(self) -> Policy:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,6 +28,7 @@ class RunStats:
     cases: int = 0
     orders: int = 0
     conflicts: int = 0
+    failed: set[str] = field(default_factory=set)  # refused this round; not claimed again
     events: list[Published] = field(default_factory=list)
 
 
@@ -48,11 +49,11 @@ def run_due(service: Service, now: datetime, *, batch: int = 200,
 
 
 def _batch(service: Service, now: datetime, size: int, stats: RunStats,
-           claim: Callable[[Repository, datetime, int], list[str]],
+           claim: Callable[[Repository, datetime, int, Collection[str]], list[str]],
            fire: Callable[[Repository, str, datetime], list[Published]], what: str) -> int:
     with service.uow() as uow:
         assert uow.conn is not None
-        ids = claim(uow.repo, now, size)
+        ids = claim(uow.repo, now, size, stats.failed)
         for item in ids:
             savepoint = uow.conn.begin_nested()
             try:
@@ -61,10 +62,12 @@ def _batch(service: Service, now: datetime, size: int, stats: RunStats,
             except ConcurrencyConflict:
                 savepoint.rollback()
                 stats.conflicts += 1
+                stats.failed.add(item)  # the winner moved it on; look again next round
                 continue
             except AftersalesError as exc:  # a rule refused the timeout: log it, keep going
                 savepoint.rollback()
                 log.error("deadline of %s %s not applied: %s", what, item, exc)
+                stats.failed.add(item)
                 continue
             if events:
                 stats.events += events

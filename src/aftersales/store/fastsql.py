@@ -104,18 +104,24 @@ class _Plan:
         return dict(zip(self.names, values, strict=True))
 
 
-# Per dialect: (statement, parameter keys) -> plan, or None for the ordinary path.
+# Per dialect: (statement, parameter keys) -> plan, or None for the ordinary path. Keyed by
+# id(dialect) with a weak reference beside it (a WeakKeyDictionary lookup costs twice as much);
+# the entry goes when its dialect does.
 _MAX_PLANS = 1000
-_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[Any, ...], _Plan | None]] = (
-    weakref.WeakKeyDictionary())
+_plans: dict[int, tuple[weakref.ref[Dialect], dict[tuple[Any, ...], _Plan | None]]] = {}
 
 
 def _plan_for(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> _Plan | None:
     dialect = conn.dialect
-    try:
-        cache = _plans[dialect]
-    except KeyError:
-        cache = _plans[dialect] = {}
+    ident = id(dialect)
+    entry = _plans.get(ident)
+    if entry is None or entry[0]() is not dialect:
+
+        def forget(_ref: weakref.ref[Dialect], gone: int = ident) -> None:
+            _plans.pop(gone, None)
+
+        entry = _plans[ident] = (weakref.ref(dialect, forget), {})
+    cache = entry[1]
     try:
         plan = cache[(stmt, keys)]
     except KeyError:

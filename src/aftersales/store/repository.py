@@ -7,7 +7,7 @@ raises `ConcurrencyConflict` and the unit of work rolls everything back.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -107,6 +107,13 @@ _ANY_BY_TRACKING = select(t.shipments.c.id).where(
 _NEXT_DUE = select(  # one round trip; the simulated clock (advance) asks before every step
     select(func.min(_C.c.deadline)).scalar_subquery(),
     select(func.min(_O.c.next_deadline)).scalar_subquery())
+_S = t.stock
+_TAKE_STOCK = (update(_S).where(_S.c.seller_id == bindparam("b_seller"),
+                                _S.c.sku == bindparam("b_sku"),
+                                _S.c.quantity >= bindparam("b_qty"))
+               .values(quantity=_S.c.quantity - bindparam("b_qty")))
+_STOCK_LEFT = select(_S.c.quantity).where(_S.c.seller_id == bindparam("b_seller"),
+                                          _S.c.sku == bindparam("b_sku"))
 
 
 # A command encodes each new event's changes twice: for its caller (`Published.data`) and for
@@ -336,18 +343,25 @@ class Repository:
                      codec.decode(row["changes"]))
 
     # -- deadlines ----------------------------------------------------------------------------
-    def claim_due_cases(self, now: datetime, limit: int) -> list[str]:
+    def claim_due_cases(self, now: datetime, limit: int,
+                        exclude: Collection[str] = ()) -> list[str]:
         """Ids of cases whose deadline has passed, oldest first. On PostgreSQL the rows stay
-        locked until commit and rows another worker holds are skipped (SKIP LOCKED)."""
+        locked until commit and rows another worker holds are skipped (SKIP LOCKED). `exclude`
+        holds ids that failed earlier in this round, so they cannot starve the rest."""
         q = (select(t.cases.c.id).where(t.cases.c.deadline <= now)
              .order_by(t.cases.c.deadline).limit(limit))
+        if exclude:
+            q = q.where(t.cases.c.id.not_in(list(exclude)))
         if self.conn.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         return [r[0] for r in self.conn.execute(q)]
 
-    def claim_due_orders(self, now: datetime, limit: int) -> list[str]:
+    def claim_due_orders(self, now: datetime, limit: int,
+                         exclude: Collection[str] = ()) -> list[str]:
         q = (select(t.orders.c.id).where(t.orders.c.next_deadline <= now)
              .order_by(t.orders.c.next_deadline).limit(limit))
+        if exclude:
+            q = q.where(t.orders.c.id.not_in(list(exclude)))
         if self.conn.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         return [r[0] for r in self.conn.execute(q)]
@@ -433,13 +447,10 @@ class Repository:
         """Decrement atomically, never below zero: the UPDATE only matches while enough is
         left, so two concurrent payments cannot both take the last unit. A sku with no stock
         row is unlimited."""
-        taken = self.conn.execute(update(t.stock).where(
-            t.stock.c.seller_id == seller_id, t.stock.c.sku == sku, t.stock.c.quantity >= qty)
-            .values(quantity=t.stock.c.quantity - qty))
-        if taken.rowcount == 1:
+        key = {"b_seller": seller_id, "b_sku": sku}
+        if execute(self.conn, _TAKE_STOCK, {**key, "b_qty": qty}) == 1:
             return
-        left = self.conn.execute(select(t.stock.c.quantity).where(
-            t.stock.c.seller_id == seller_id, t.stock.c.sku == sku)).scalar()
+        left = next((r["quantity"] for r in fetch(self.conn, _STOCK_LEFT, key)), None)
         if left is not None:
             raise ActionNotAllowed(f"seller {seller_id} has {left} of {sku!r} in stock, "
                                    f"{qty} ordered", rule="SH-7", code="out_of_stock",

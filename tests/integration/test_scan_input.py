@@ -1,0 +1,170 @@
+"""The batch scan's input checks, output files, CLI and exact compensation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from aftersales.analytics.scan import ScanInputError, compensation_sql, scan
+from aftersales.cli import app
+from aftersales.domain.money import Money
+from aftersales.policy import loader
+
+HEADER = ("order_id,line_no,seller_id,buyer_id,mode,placed_at,ship_by,ship_to_city,shipped_at,"
+          "tracking_no,declared_weight_g,sku,qty,price,weight_g,refund_requested_at")
+ORDERS = [
+    # late upload (ship_timeout), two lines
+    "o1,1,s1,b1,in_stock,2026-03-01T10:00:00+08:00,2026-03-03T10:00:00+08:00,Hangzhou,"
+    "2026-03-03T11:00:00+08:00,T1,900,A,1,59.90,400,",
+    "o1,2,s1,b1,in_stock,2026-03-01T10:00:00+08:00,2026-03-03T10:00:00+08:00,Hangzhou,"
+    "2026-03-03T11:00:00+08:00,T1,900,B,2,20.00,200,",
+    # never shipped, refund asked before ship_by: nothing
+    "o2,1,s1,b2,custom,2026-03-01 02:00:00,2026-03-05 02:00:00,Beijing,,,,A,1,9.99,0,"
+    "2026-03-02 02:00:00",
+    # on time, delivered in the right city
+    "o3,1,s2,b3,presale,2026-03-01 02:00:00,2026-03-05 02:00:00,Shanghai,2026-03-02 02:00:00,"
+    "T3,,A,1,300.00,100,",
+]
+EVENTS = [
+    "tracking_no,event,city,at",
+    "T1,picked_up,Hangzhou,2026-03-03T20:00:00+08:00",
+    "T1,delivered,hangzhou,2026-03-06T12:00:00+08:00",
+    "T3,picked_up,Shanghai,2026-03-02 05:00:00",
+    "T3,signed,Shanghai,2026-03-03 05:00:00",
+]
+AS_OF = "2026-03-20T00:00:00+00:00"
+
+
+def write(folder: Path, orders: list[str], events: list[str] | None = None,
+          header: str = HEADER) -> tuple[Path, Path]:
+    o, e = folder / "orders.csv", folder / "events.csv"
+    o.write_text("\n".join([header, *orders]) + "\n", encoding="utf-8")
+    e.write_text("\n".join(events or EVENTS) + "\n", encoding="utf-8")
+    return o, e
+
+
+def test_a_good_file_gives_violations_and_totals(tmp_path: Path) -> None:
+    o, e = write(tmp_path, ORDERS)
+    result = scan(o, e, loader.load("taobao"), AS_OF)
+    assert result.violations is not None
+    assert [(v["order_id"], v["name"], v["lines"], v["price"], v["compensation"], v["paid_as"])
+            for v in result.violations] == [("o1", "ship_timeout", [1, 2], "79.90", "5.00",
+                                             "cash")]
+    v = result.violations[0]
+    assert v["rule"] == "SH-2" and v["detectors"] == ["ship_timeout"]
+    assert v["evidence"]["ship_timeout"]["shipped_at"] == "2026-03-03T03:00:00+00:00"
+    t = result.totals
+    assert (t["orders"], t["lines"], t["events"]) == (3, 4, 4)
+    assert t["by_name"] == {"ship_timeout": {"orders": 1, "lines": 2}}
+    assert t["compensation"] == {"cash": "5.00"}
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_out_writes_every_violation(tmp_path: Path, suffix: str) -> None:
+    o, e = write(tmp_path, ORDERS)
+    out = tmp_path / f"v.{suffix}"
+    result = scan(o, e, loader.load("taobao"), AS_OF, out=out, collect=False)
+    assert result.violations is None
+    rows = duckdb.sql(f"SELECT order_id, name, CAST(compensation AS VARCHAR) FROM "
+                      f"read_{suffix}('{out}'{', all_varchar = true' if suffix == 'csv' else ''})"
+                      ).fetchall()
+    assert rows == [("o1", "ship_timeout", "5.00")]
+
+
+@pytest.mark.parametrize(("orders", "events", "column", "row", "words"), [
+    ([ORDERS[0].replace("2026-03-01T10:00:00+08:00", "1st of March", 1)], None,
+     "placed_at", 1, "not a timestamp"),
+    ([ORDERS[0], ORDERS[2].replace(",custom,", ",express,")], None, "mode", 2,
+     "unknown shipping mode"),
+    ([ORDERS[0], ORDERS[3].replace(",300.00,", ",300.005,")], None, "price", 2,
+     "not an amount"),
+    ([ORDERS[0], ORDERS[3].replace(",1,300.00,", ",0,300.00,")], None, "qty", 2,
+     "must be 1 or more"),
+    ([ORDERS[0].replace(",s1,b1,", ",,b1,")], None, "seller_id", 1, "is required"),
+    ([ORDERS[3].replace(",T3,", ",,")], None, "tracking_no", 1, "go together"),
+    (ORDERS, [*EVENTS, "T3,teleported,Mars,2026-03-04 00:00:00"], "event", 5,
+     "unknown event kind"),
+    (ORDERS, [*EVENTS, "T3,in_transit,Wuhan,yesterday"], "at", 5, "not a timestamp"),
+])
+def test_bad_rows_are_named(tmp_path: Path, orders: list[str], events: list[str] | None,
+                            column: str, row: int, words: str) -> None:
+    o, e = write(tmp_path, orders, events)
+    with pytest.raises(ScanInputError) as err:
+        scan(o, e, loader.load("taobao"), AS_OF)
+    bad = err.value
+    assert (bad.column, bad.row, bad.line) == (column, row, row + 1)
+    assert words in str(bad)
+    assert bad.path == str(e if events else o) and bad.path in str(bad)
+
+
+def test_bad_parquet_rows_are_named(tmp_path: Path) -> None:
+    o, e = write(tmp_path, ORDERS, [*EVENTS, "T3,teleported,Mars,2026-03-04 00:00:00"])
+    pq = tmp_path / "events.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM read_csv('{e}')) TO '{pq}' (FORMAT parquet)")
+    with pytest.raises(ScanInputError) as err:
+        scan(o, pq, loader.load("taobao"), AS_OF)
+    assert (err.value.column, err.value.row, err.value.line) == ("event", 5, None)
+
+
+def test_missing_columns_and_disagreeing_lines(tmp_path: Path) -> None:
+    o, e = write(tmp_path, [row.rsplit(",", 2)[0] for row in ORDERS],
+                 header=HEADER.rsplit(",", 2)[0])
+    with pytest.raises(ScanInputError, match=r"orders.csv: column weight_g: missing column"):
+        scan(o, e, loader.load("taobao"), AS_OF)
+    o, e = write(tmp_path, [ORDERS[0], ORDERS[1].replace(",in_stock,", ",presale,")])
+    with pytest.raises(ScanInputError, match=r"lines of order 'o1' disagree on mode"):
+        scan(o, e, loader.load("taobao"), AS_OF)
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
+    o, e = write(tmp_path, ORDERS)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["scan", "--orders", str(o), "--events", str(e), "--as-of", AS_OF,
+                             "--json"])
+    assert ok.exit_code == 0, ok.output
+    body = json.loads(ok.output)
+    assert [v["order_id"] for v in body["violations"]] == ["o1"]
+    assert body["totals"]["violations"] == 1
+    text = runner.invoke(app, ["scan", "--orders", str(o), "--events", str(e), "--as-of",
+                               AS_OF, "--out", str(tmp_path / "v.parquet")])
+    assert text.exit_code == 0 and "ship_timeout" in text.output
+    o, e = write(tmp_path, [ORDERS[0].replace(",in_stock,", ",express,")])
+    bad = runner.invoke(app, ["scan", "--orders", str(o), "--events", str(e)])
+    assert bad.exit_code == 2
+    assert "orders.csv: column mode: row 1 (line 2): unknown shipping mode" in bad.output
+
+
+@pytest.mark.parametrize("policy_id", ["taobao", "douyin"])
+def test_compensation_sql_is_for_price_exactly(policy_id: str) -> None:
+    policy = loader.load(policy_id)
+    prices = [0, 1, 299, 300, 301, 9999, 10000, 10001, 29999, 30000, 30001, 59990, 60000,
+              299999, 300000, 300049, 300050, 123456789]
+    for name, schedule in policy.compensation.items():
+        sql = compensation_sql(schedule, "p")
+        got = duckdb.sql(f"SELECT p, {sql} FROM unnest({prices}) AS t(p) ORDER BY p").fetchall()
+        for price, minor in got:
+            want = schedule.for_price(Money(price, policy.currency))
+            assert minor == want.minor, (name, price)
+
+
+def test_empty_files_and_an_all_empty_parquet_column(tmp_path: Path) -> None:
+    o, e = write(tmp_path, ORDERS, ["tracking_no,event,city,at"])
+    result = scan(o, e, loader.load("taobao"), AS_OF)
+    assert result.totals["events"] == 0
+    # without scans the shipped orders are also never picked up or scanned at all
+    assert {(v["order_id"], v["name"]) for v in result.violations or []} == {
+        ("o1", "ship_timeout"), ("o1", "pickup_timeout"), ("o1", "fake_shipment"),
+        ("o3", "pickup_timeout"), ("o3", "fake_shipment")}
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = duckdb.sql(f"SELECT * EXCLUDE (refund_requested_at) FROM read_csv('{o}')").arrow()
+    if hasattr(table, "read_all"):
+        table = table.read_all()
+    table = table.append_column("refund_requested_at", pa.nulls(len(table)))
+    pq.write_table(table, tmp_path / "orders.parquet")
+    again = scan(tmp_path / "orders.parquet", e, loader.load("taobao"), AS_OF)
+    assert again.totals["orders"] == 3
