@@ -310,7 +310,9 @@ class Service:
                     if case is not held:
                         out += _published("case", case.id, case.pending)
                         repo.save_case(case)
-        live = order.status in (OrderStatus.PAID, OrderStatus.SHIPPED, OrderStatus.DELIVERED)
+        # Completion does not end the carrier's duties: a parcel auto-confirmed while still
+        # in transit can go on to stall (SH-9). A closed (fully refunded) order has none left.
+        live = order.status is not OrderStatus.CLOSED
         order.check_at = (violations.next_check(order.facts(), policy, now,
                                                 frozenset(order.violations)) if live else None)
         return out
