@@ -392,7 +392,8 @@ def _scan_between_uploads() -> tuple[Data, datetime]:
         strict=True, reason="known divergence: online, an order shipped on a tracking number "
         "never sees the scans recorded before its upload; the batch reads the whole trail")),
 ])
-def test_edge_cases_agree_between_paths_or_are_known_divergences(sqlite_url: str, tmp_path: Path, case: Any) -> None:
+def test_edge_cases_agree_between_paths_or_are_known_divergences(
+        sqlite_url: str, tmp_path: Path, case: Any) -> None:
     data, as_of = case()
     service = bootstrap(sqlite_url, policy="taobao", ids=counter_ids())
     try:
