@@ -388,11 +388,9 @@ def _scan_between_uploads() -> tuple[Data, datetime]:
 
 @pytest.mark.parametrize("case", [
     pytest.param(_stall_after_auto_confirm, id="stall_after_auto_confirm"),
-    pytest.param(_scan_between_uploads, id="scan_between_uploads", marks=pytest.mark.xfail(
-        strict=True, reason="known divergence: online, an order shipped on a tracking number "
-        "never sees the scans recorded before its upload; the batch reads the whole trail")),
+    pytest.param(_scan_between_uploads, id="scan_between_uploads"),
 ])
-def test_edge_cases_agree_between_paths_or_are_known_divergences(
+def test_edge_cases_agree_between_the_online_and_batch_paths(
         sqlite_url: str, tmp_path: Path, case: Any) -> None:
     data, as_of = case()
     service = bootstrap(sqlite_url, policy="taobao", ids=counter_ids())

@@ -23,6 +23,7 @@ from aftersales.domain.types import (
     Event,
     OrderStatus,
     Role,
+    ScanKind,
     ShippingMode,
     require_aware,
 )
@@ -161,6 +162,9 @@ class Service:
         if cmd.weight_g is not None and cmd.weight_g <= 0:
             raise InvalidInput("weight_g must be positive")
         order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy, cmd.weight_g)
+        # The number's trail so far belongs to this parcel too (a reused number, SH-5).
+        for kind, city, at in repo.scans_of(cmd.tracking):
+            order.scanned(ScanKind(kind), at, city)
         # SH-5: a tracking number already on other orders flags them all.
         others = [o for o in repo.orders_by_tracking(cmd.tracking) if o != order.id]
         extra = self._settle(repo, order, now, tracking_orders=len(others) + 1)

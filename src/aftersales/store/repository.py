@@ -425,6 +425,14 @@ class Repository:
              "paid_as": v["paid_as"].value if v["paid_as"] is not None else None}
             for v in found])
 
+    def scans_of(self, tracking_no: str) -> list[tuple[str, str | None, datetime]]:
+        """Every scan recorded for a tracking number, oldest first."""
+        rows = self.conn.execute(select(
+            t.tracking_events.c.kind, t.tracking_events.c.city, t.tracking_events.c.at).where(
+            t.tracking_events.c.tracking_no == tracking_no).order_by(
+            t.tracking_events.c.at, t.tracking_events.c.id))
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def mark_violation_disputed(self, order_id: str, name: str, reason: str) -> None:
         self.conn.execute(update(t.violations).where(
             t.violations.c.order_id == order_id, t.violations.c.name == name)
