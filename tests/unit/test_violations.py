@@ -195,10 +195,22 @@ def test_next_check_of_an_unshipped_order_is_its_ship_by() -> None:
 def test_next_check_skips_what_is_recorded_and_what_is_past() -> None:
     facts = PENDING["ship_timeout"][0]()
     ship_by = T0 + D.in_stock_ship_by
-    # at the ship-by itself it is no longer in the future: the next is the pickup time (SH-3)
-    assert next_check(facts, TAOBAO, ship_by) == T0 + D.pickup_in_stock
-    assert next_check(facts, TAOBAO, T0, frozenset({"ship_timeout"})) == T0 + D.pickup_in_stock
-    assert next_check(facts, TAOBAO, T0, frozenset({"ship_timeout", "pickup_timeout"})) is None
+    assert next_check(facts, TAOBAO, T0) == ship_by
+    # at the ship-by itself it is no longer in the future, and the pickup rule (SH-3) cannot
+    # fire before an upload, which plans again: nothing is left to look at
+    assert next_check(facts, TAOBAO, ship_by) is None
+    assert next_check(facts, TAOBAO, T0, frozenset({"ship_timeout"})) is None
+
+
+def test_next_check_plans_only_checks_the_facts_do_not_already_rule_out() -> None:
+    shipped = {**PENDING["ship_timeout"][0](), "shipped_at": T0 + timedelta(hours=1),
+               "first_scan_at": T0 + timedelta(hours=2), "last_scan_at": T0 + timedelta(hours=2),
+               "first_pickup_at": T0 + timedelta(hours=2)}
+    # shipped and picked up on time: only the stall check (SH-9) is left to plan
+    assert next_check(shipped, TAOBAO, T0 + timedelta(hours=3)) == (
+        T0 + timedelta(hours=2) + D.stall_time)
+    delivered = {**shipped, "delivered_at": T0 + timedelta(days=1)}
+    assert next_check(delivered, TAOBAO, T0 + timedelta(days=1)) is None
 
 
 def test_next_check_of_an_uploaded_presale_order_is_its_pickup_time() -> None:

@@ -154,6 +154,8 @@ def next_check(facts: Mapping[str, Any], policy: Policy, now: datetime,
         if r.due is None or r.name in already:
             continue
         at = r.due.eval(facts, params, now)
-        if isinstance(at, datetime) and at > now:
+        # Plan only a check that would fire if nothing new happens before it (an upload, a
+        # scan): anything new re-plans, so a check the facts already rule out is never needed.
+        if isinstance(at, datetime) and at > now and holds(r.when, facts, params, at):
             times.append(at)
     return min(times) if times else None
