@@ -114,6 +114,10 @@ _TAKE_STOCK = (update(_S).where(_S.c.seller_id == bindparam("b_seller"),
                .values(quantity=_S.c.quantity - bindparam("b_qty")))
 _STOCK_LEFT = select(_S.c.quantity).where(_S.c.seller_id == bindparam("b_seller"),
                                           _S.c.sku == bindparam("b_sku"))
+_TE = t.tracking_events
+_SCANS_OF = (select(_TE.c.kind, _TE.c.city, _TE.c.at)
+             .where(_TE.c.tracking_no == bindparam("b_tracking"))
+             .order_by(_TE.c.at, _TE.c.id))
 
 
 # A command encodes each new event's changes twice: for its caller (`Published.data`) and for
@@ -427,11 +431,8 @@ class Repository:
 
     def scans_of(self, tracking_no: str) -> list[tuple[str, str | None, datetime]]:
         """Every scan recorded for a tracking number, oldest first."""
-        rows = self.conn.execute(select(
-            t.tracking_events.c.kind, t.tracking_events.c.city, t.tracking_events.c.at).where(
-            t.tracking_events.c.tracking_no == tracking_no).order_by(
-            t.tracking_events.c.at, t.tracking_events.c.id))
-        return [(r[0], r[1], r[2]) for r in rows]
+        rows = fetch(self.conn, _SCANS_OF, {"b_tracking": tracking_no})
+        return [(r["kind"], r["city"], r["at"]) for r in rows]
 
     def mark_violation_disputed(self, order_id: str, name: str, reason: str) -> None:
         self.conn.execute(update(t.violations).where(
