@@ -137,19 +137,26 @@ class Coalesce(Expr):
         return None
 
 
+def _connective(args: tuple[Expr, ...], decisive: bool, row: Mapping[str, Any],
+                params: Mapping[str, Any], now: datetime) -> Any:
+    """SQL's AND (decisive False) / OR (decisive True): one decisive value settles it, else an
+    unknown operand makes the whole unknown."""
+    unknown = False
+    for a in args:
+        v = a.eval(row, params, now)
+        if v is decisive:
+            return decisive
+        if v is None:
+            unknown = True
+    return None if unknown else not decisive
+
+
 @dataclass(frozen=True, eq=False)
 class All(Expr):
     args: tuple[Expr, ...]
 
     def eval(self, row: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> Any:
-        unknown = False
-        for a in self.args:
-            v = a.eval(row, params, now)
-            if v is False:
-                return False
-            if v is None:
-                unknown = True
-        return None if unknown else True
+        return _connective(self.args, False, row, params, now)
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,14 +164,7 @@ class Any_(Expr):  # named with _ because typing owns `Any`
     args: tuple[Expr, ...]
 
     def eval(self, row: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> Any:
-        unknown = False
-        for a in self.args:
-            v = a.eval(row, params, now)
-            if v is True:
-                return True
-            if v is None:
-                unknown = True
-        return None if unknown else False
+        return _connective(self.args, True, row, params, now)
 
 
 @dataclass(frozen=True, eq=False)

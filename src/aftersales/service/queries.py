@@ -74,6 +74,7 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
     buyers: dict[str, dict[str, Money]] = defaultdict(lambda: defaultdict(lambda: zero))
     sellers: dict[str, dict[str, Any]] = {}
     points: dict[str, int] = defaultdict(int)
+    seller_paid: dict[str, Money] = defaultdict(lambda: zero)
     ids = [o.id for o in order_objs.values()]
     rows = repo.conn.execute(select(t.ledger).where(t.ledger.c.order_id.in_(ids))).mappings()
     for row in rows:
@@ -83,12 +84,14 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
         if kind in ("refund", "compensation", "coupon"):
             key = {"refund": "refunded", "compensation": "compensation", "coupon": "coupons"}[kind]
             buyers[row["buyer_id"]][key] += amount
+        if kind in ("compensation", "coupon"):  # SH-6: what the seller paid, from the ledger
+            seller_paid[row["seller_id"]] += amount
         points[row["seller_id"]] += row["points"]
     for order in order_objs.values():
         sellers.setdefault(order.seller_id, {
             "penalty_points": points[order.seller_id], "dispute_refunds": 0, "ship_timeouts": 0,
             "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
-            "lost_or_stalled": 0, "compensation_paid": str(zero)})
+            "lost_or_stalled": 0, "compensation_paid": str(seller_paid[order.seller_id])})
         buyers[order.buyer_id]
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     counters = {"ship_timeout": "ship_timeouts", "pickup_timeout": "pickup_timeouts",
@@ -100,8 +103,6 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
             record[counters[v["name"]]] += 1
         if v["name"] in ("lost_parcel", "stalled_parcel"):
             record["lost_or_stalled"] += 1
-        paid = Money(v["compensation"], v["currency"])
-        record["compensation_paid"] = str(Money.parse(record["compensation_paid"]) + paid)
     for case in case_objs.values():
         if (case.decided_by in ("staff", "jury") and case.seller_responsible
                 and case.refunded.is_positive):
