@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aftersales.service.handlers import IdFactory, PolicySource, Service, random_ids
 from aftersales.settings import Settings
+from aftersales.store.blobs import BlobStore
 from aftersales.store.db import make_engine, upgrade
 
 
 def bootstrap(database_url: str | None = None, *, policy: str | None = None,
               overrides: dict[str, dict[str, Any]] | None = None,
-              ids: IdFactory = random_ids, migrate: bool = True) -> Service:
+              ids: IdFactory = random_ids, migrate: bool = True,
+              evidence_dir: str | Path | None = None) -> Service:
     settings = Settings.from_env()
     engine = make_engine(database_url or settings.database_url)
     if migrate:
         upgrade(engine)
-    return Service(engine, policies=PolicySource(policy or settings.policy, overrides), ids=ids)
+    blobs = BlobStore(Path(evidence_dir or settings.evidence_dir), settings.evidence_max_bytes)
+    return Service(engine, policies=PolicySource(policy or settings.policy, overrides), ids=ids,
+                   blobs=blobs)

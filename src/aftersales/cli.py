@@ -56,10 +56,11 @@ def scenario_run(file: Path, as_json: JsonOption = False, db: DbOption = None) -
         if db is None:
             tmp = tempfile.TemporaryDirectory(prefix="aftersales-scenario-")
             url, ids = f"sqlite:///{tmp.name}/scenario.db", counter_ids()
-            service = bootstrap(url, policy=scenario.policy, overrides=overrides, ids=ids)
+            service = bootstrap(url, policy=scenario.policy, overrides=overrides, ids=ids,
+                                evidence_dir=f"{tmp.name}/evidence")
         else:
             service = bootstrap(db, policy=scenario.policy, overrides=overrides)
-        result = run(scenario, service)
+        result = run(scenario, service, base=file.parent)
         state = result.state()
         service.engine.dispose()
     except ScenarioError as exc:

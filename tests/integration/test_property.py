@@ -70,12 +70,13 @@ JUMPS = [timedelta(seconds=1), timedelta(hours=1), timedelta(hours=6), timedelta
          timedelta(days=31)]
 # Mostly the right party for the command; else the other party, strangers, the system, staff.
 ACTOR_PICKS = st.one_of(st.just(0), st.just(0), st.just(0), st.integers(1, 5))
-CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name not in ("version", "pending")]
+CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name not in ("version", "pending", "log_head")]
 ORDER_FIELDS = [f.name for f in dataclasses.fields(Order)
                 if f.name not in ("version", "pending", "pending_ledger", "dirty_lines")]
 CASE_COMMANDS: dict[Action, type[c.CaseCommand]] = {cls.ACTION: cls for cls in (
     c.Agree, c.Reject, c.MakeOffer, c.AcceptOffer, c.DeclineOffer, c.Resubmit, c.ShipReturn,
-    c.ConfirmReturn, c.ShipReplacement, c.ConfirmReplacement, c.Withdraw, c.Escalate)}
+    c.ConfirmReturn, c.ShipReplacement, c.ConfirmReplacement, c.Withdraw, c.Escalate,
+    c.SubmitEvidence, c.RequestProof, c.Rule, c.SendToJury, c.Vote)}
 ROLES_BY_ACTION: dict[Action, list[Role]] = defaultdict(list)
 for _t in TRANSITIONS:
     ROLES_BY_ACTION[_t.action] += [r for r in sorted(_t.by) if r not in ROLES_BY_ACTION[_t.action]]
@@ -207,7 +208,9 @@ def build(w: World, step: tuple[Any, ...]) -> c.Command | None:
         buyer, seller = Actor(Role.BUYER, case.buyer_id), Actor(Role.SELLER, case.seller_id)
         row = find_transition(case.status, action, case.type)
         roles = sorted(row.by) if row else ROLES_BY_ACTION[action]
-        right = buyer if roles[action_pick % len(roles)] is Role.BUYER else seller
+        role = roles[action_pick % len(roles)]
+        right = (buyer if role is Role.BUYER else Actor(Role.STAFF, "x1")
+                 if role is Role.STAFF else seller)
         actor = party(actor_pick, right, seller if right is buyer else buyer)
         amount = [Money(case.amount.minor // 2), case.amount, Money(1),
                   case.amount + Money(10**6)][amount_pick]
@@ -218,6 +221,12 @@ def build(w: World, step: tuple[Any, ...]) -> c.Command | None:
             Action.RESUBMIT: {"amount": None if amount_pick == 1 else amount},
             Action.SHIP_RETURN: {"carrier": "YTO", "tracking": f"R-{case.id}", "method": method},
             Action.SHIP_REPLACEMENT: {"carrier": "SF", "tracking": f"X-{case.id}"},
+            Action.SUBMIT_EVIDENCE: {"kind": "photo", "text": f"evidence {amount_pick}"},
+            Action.REQUEST_PROOF: {"from_party": method == "express" and "seller" or "buyer"},
+            Action.RULE: {"outcome": ["refund", "partial_refund", "reject", "refund"][amount_pick],
+                          "amount": amount if amount_pick in (0, 3) else None,
+                          "return_required": method == "express"},
+            Action.VOTE: {"side": "buyer", "reason": "seen"},
         }.get(action, {})
         return CASE_COMMANDS[action](actor=actor, case_id=case.id, **args)
     raise AssertionError(kind)

@@ -49,7 +49,10 @@ SELLER = Actor(Role.SELLER, "s1")
 OTHER_BUYER = Actor(Role.BUYER, "b2")
 OTHER_SELLER = Actor(Role.SELLER, "s2")
 STAFF = Actor(Role.STAFF, "x1")
-PARTY = {Role.BUYER: BUYER, Role.SELLER: SELLER, Role.SYSTEM: SYSTEM}
+PANEL = tuple(f"j{i}" for i in range(1, POLICY.jury.panel_size + 1))  # IN-3
+JUROR = Actor(Role.JUROR, PANEL[0])
+PARTY = {Role.BUYER: BUYER, Role.SELLER: SELLER, Role.SYSTEM: SYSTEM, Role.STAFF: STAFF,
+         Role.JUROR: JUROR}
 START = CaseStatus.AWAITING_SELLER
 STEP = timedelta(hours=1)
 
@@ -80,9 +83,29 @@ def open_case(order: Order, case_type: CaseType, now: datetime,
                      reason=reason_for(case_type), now=now, policy=POLICY, lines=lines)
 
 
-def args_for(action: Action, case: Case) -> dict[str, Any]:
-    """Valid arguments for `action`, so that a refusal can only come from the state table."""
+RULINGS = {  # the ruling each RULE row's condition names (IN-6)
+    "rule_refund": {"outcome": "refund", "return_required": False},
+    "rule_partial": {"outcome": "partial_refund", "return_required": False},
+    "rule_with_return": {"outcome": "refund", "return_required": True},
+    "rule_reject": {"outcome": "reject"},
+}
+
+
+def args_for(action: Action, case: Case, t: Transition | None = None) -> dict[str, Any]:
+    """Valid arguments for `action` (for row `t`'s condition, when given), so that a refusal
+    can only come from the state table."""
+    half = Money(case.amount.minor // 2, case.amount.currency)
+    ruling = dict(RULINGS.get(t.when or "", RULINGS["rule_reject"]) if t else
+                  RULINGS["rule_reject"])
+    if ruling["outcome"] == "partial_refund":
+        ruling["amount"] = half
     valid: dict[Action, dict[str, Any]] = {
+        Action.SUBMIT_EVIDENCE: {"kind": "photo", "text": "the seam is torn, photo attached"},
+        Action.REQUEST_PROOF: {"from_party": "seller", "due": timedelta(days=2)},
+        Action.RULE: ruling,
+        Action.SEND_TO_JURY: {"panel": PANEL, "seed": "test"},
+        Action.VOTE: {"side": "seller" if t is not None and "seller" in (t.when or "")
+                      else "buyer", "reason": "the photos show the defect"},
         Action.AGREE: {"return_address": "Hangzhou, 1 West Lake Road"},
         Action.REJECT: {"reason": "the goods left the shop intact"},
         Action.OFFER: {"amount": Money(case.amount.minor // 2, case.amount.currency)},
@@ -94,10 +117,53 @@ def args_for(action: Action, case: Case) -> dict[str, Any]:
 
 
 def role_of(t: Transition) -> Role:
-    for role in (Role.BUYER, Role.SELLER, Role.SYSTEM):
+    for role in (Role.BUYER, Role.SELLER, Role.SYSTEM, Role.STAFF, Role.JUROR):
         if role in t.by:
             return role
-    raise AssertionError(f"row {t} has no buyer, seller or system actor")
+    raise AssertionError(f"row {t} names nobody")
+
+
+def actor_for(t: Transition, case: Case) -> Actor:
+    """Who takes row `t` on this case: the party its condition names, a juror yet to vote."""
+    if t.when in ("asked", "not_asked"):
+        asked = case.proof_from == "buyer"
+        return BUYER if asked == (t.when == "asked") else SELLER
+    if role_of(t) is Role.JUROR:
+        voted = {j for j, _ in case.jury_votes}
+        return Actor(Role.JUROR, next(j for j in case.jury_panel if j not in voted))
+    return PARTY[role_of(t)]
+
+
+def decider(t: Transition) -> str:
+    """`decided_by` after row `t` closed the case (or the platform decided it)."""
+    if t.source is CaseStatus.JURY_VOTING and t.action in (Action.VOTE, Action.TIMEOUT):
+        return "jury"
+    if t.action is Action.TIMEOUT:
+        return "timeout"
+    return role_of(t).value
+
+
+def prepare(t: Transition, case: Case, order: Order, now: datetime) -> datetime:
+    """Bring the case, in `t`'s source status, to the state `t`'s condition names: proof asked
+    of the right party (IN-4), the votes that make the next vote or the deadline decide (IN-3)."""
+    wanted = {"asked": "seller", "not_asked": "seller", "seller_asked": "seller",
+              "buyer_asked": "buyer"}.get(t.when or "")
+    if wanted and case.proof_from != wanted:
+        now += STEP
+        case.act(Action.REQUEST_PROOF, STAFF, now, POLICY, order, from_party=wanted)
+    majority, quorum = len(PANEL) // 2 + 1, POLICY.jury.quorum
+    votes = {"vote_buyer_majority": ["buyer"] * (majority - 1),
+             "vote_seller_majority": ["seller"] * (majority - 1),
+             "jury_buyer": ["buyer"] * (majority - 1)
+             + ["seller"] * max(1, quorum - majority + 1),
+             "jury_seller": ["seller"] * (majority - 1)
+             + ["buyer"] * max(1, quorum - majority + 1)}.get(t.when or "", [])
+    for side, juror in zip(votes[len(case.jury_votes):], PANEL[len(case.jury_votes):],
+                           strict=False):  # idempotent: votes already cast count
+        now += STEP
+        case.act(Action.VOTE, Actor(Role.JUROR, juror), now, POLICY, order, side=side,
+                 reason="seen the evidence")
+    return now
 
 
 def when(t: Transition, case: Case, now: datetime) -> datetime:
@@ -112,22 +178,36 @@ def when(t: Transition, case: Case, now: datetime) -> datetime:
 
 
 def apply_row(t: Transition, case: Case, order: Order, now: datetime) -> tuple[Event, datetime]:
+    now = prepare(t, case, order, now)
     at = when(t, case, now)
-    event = case.act(t.action, PARTY[role_of(t)], at, POLICY, order, **args_for(t.action, case))
+    event = case.act(t.action, actor_for(t, case), at, POLICY, order,
+                     **args_for(t.action, case, t))
     return event, at
 
 
 def path_to(status: CaseStatus, case_type: CaseType) -> list[Transition] | None:
-    """The shortest list of rows from a new case to `status` for this type (breadth first)."""
-    paths: dict[CaseStatus, list[Transition]] = {START: []}
-    queue = deque([START])
+    """The shortest list of rows from a new case to `status` for this type (breadth first).
+    A ruling with return makes any case a return-and-refund (IN-6): later rows follow that."""
+    paths: dict[tuple[CaseStatus, CaseType], list[Transition]] = {(START, case_type): []}
+    queue = deque([(START, case_type)])
+    found: dict[CaseStatus, list[Transition]] = {START: []}
     while queue:
-        here = queue.popleft()
+        here, ct = queue.popleft()
         for t in TRANSITIONS:
-            if t.source is here and case_type in t.types and t.target not in paths:
-                paths[t.target] = [*paths[here], t]
-                queue.append(t.target)
-    return paths.get(status)
+            if t.source is here and ct in t.types:
+                after = CaseType.RETURN_REFUND if t.when == "rule_with_return" else ct
+                if (t.target, after) not in paths:
+                    paths[(t.target, after)] = [*paths[(here, ct)], t]
+                    found.setdefault(t.target, paths[(t.target, after)])
+                    queue.append((t.target, after))
+    return found.get(status)
+
+
+def type_after(status: CaseStatus, case_type: CaseType) -> CaseType:
+    """The case's type once `drive_to` has brought it to `status`."""
+    path = path_to(status, case_type) or []
+    return CaseType.RETURN_REFUND if any(t.when == "rule_with_return" for t in path) \
+        else case_type
 
 
 def drive_to(status: CaseStatus, case_type: CaseType) -> tuple[Case, Order, datetime]:
@@ -157,9 +237,12 @@ ROWS = [pytest.param(t, ct, id=f"{t.source}-{t.action}-{ct}-{t.rule}")
 def test_each_row_of_the_state_table_moves_the_case_as_declared(
         t: Transition, case_type: CaseType) -> None:
     case, order, now = drive_to(t.source, case_type)
+    now = prepare(t, case, order, now)
     refunded_before, case_refunded_before = order.refunded, case.refunded
     ledger_before, rules_before = len(order.pending_ledger), case.rules
-    expected_refund = {"none": Money.zero(), "requested": case.amount,
+    timer_before = (case.deadline, case.deadline_kind)
+    expected_refund = {"none": Money.zero(),
+                       "requested": args_for(t.action, case, t).get("amount", case.amount),
                        "offer": case.offer}[t.refund]
     assert expected_refund is not None
 
@@ -179,14 +262,17 @@ def test_each_row_of_the_state_table_moves_the_case_as_declared(
     if t.target is CaseStatus.CLOSED:
         assert case.outcome is (t.outcome or REPLACEMENT_OUTCOME[case_type])
         assert case.closed_at == at
-        assert case.decided_by == ("timeout" if t.action is Action.TIMEOUT
-                                   else role_of(t).value)
+        assert case.decided_by == decider(t)
         assert (case.deadline, case.deadline_kind) == (None, None)
         assert all(ln.open_case_id is None for ln in order.lines)
     else:
         assert case.outcome is Outcome.OPEN
         assert case.closed_at is None
-        assert (case.deadline, case.deadline_kind) == deadline_for(case, t.target, at, POLICY)
+        if t.target is t.source and t.action is not Action.REQUEST_PROOF:
+            assert (case.deadline, case.deadline_kind) == timer_before  # evidence, a vote
+        else:
+            assert (case.deadline, case.deadline_kind) == deadline_for(case, t.target, at,
+                                                                       POLICY)
         assert order.line(1).open_case_id == case.id
     # The refund: what the row says, on the order, its lines and the ledger.
     assert order.refunded - refunded_before == expected_refund
@@ -208,7 +294,8 @@ def test_the_generated_parametrization_covers_every_row_and_every_open_status() 
     # Only the generic rows may name a type that never reaches their source status; any other
     # unreachable row would be a mistake in the table.
     assert {(t.action, t.rule) for t, _ in UNREACHABLE} <= {(Action.WITHDRAW, "RF-6"),
-                                                            (Action.ESCALATE, "IN-2")}
+                                                            (Action.ESCALATE, "IN-2"),
+                                                            (Action.SUBMIT_EVIDENCE, "IN-5")}
     assert all(any(path_to(t.source, ct) is not None for ct in t.types) for t in TRANSITIONS)
     sources = {t.source for t in TRANSITIONS}
     assert sources == set(CaseStatus) - {CaseStatus.CLOSED}
@@ -262,7 +349,8 @@ def _refused(case: Case, order: Order, action: Action, actor: Actor, now: dateti
 NOT_IN_TABLE = [
     pytest.param(status, action, ct, id=f"{status}-{action}-{ct}")
     for status in CaseStatus for action in Action for ct in CaseType
-    if find_transition(status, action, ct) is None and path_to(status, ct) is not None
+    if path_to(status, ct) is not None
+    and find_transition(status, action, type_after(status, ct)) is None
 ]
 
 
@@ -296,7 +384,8 @@ def roles_for(t: Transition, ct: CaseType) -> frozenset[Role]:
 ROLE_REFUSALS = [
     pytest.param(t, ct, role, id=f"{t.source}-{t.action}-{ct}-{t.rule}-by-{role}")
     for t in TRANSITIONS for ct in [first_type(t)]
-    for role in (Role.BUYER, Role.SELLER, Role.SYSTEM) if role not in roles_for(t, ct)
+    for role in (Role.BUYER, Role.SELLER, Role.SYSTEM, Role.STAFF, Role.JUROR)
+    if role not in roles_for(t, ct)
 ]
 
 
@@ -304,6 +393,7 @@ ROLE_REFUSALS = [
 def test_a_party_the_row_does_not_name_may_not_take_its_action(
         t: Transition, case_type: CaseType, role: Role) -> None:
     case, order, now = drive_to(t.source, case_type)
+    now = prepare(t, case, order, now)
     err = _refused(case, order, t.action, PARTY[role], when(t, case, now))
     assert err.rule in {r.rule for r in TRANSITIONS
                         if (r.source, r.action) == (t.source, t.action) and case_type in r.types}
@@ -319,8 +409,9 @@ def test_a_timeout_before_its_deadline_is_refused() -> None:
 WRONG_PARTIES = [
     pytest.param(t, ct, other, id=f"{t.source}-{t.action}-{ct}-{t.rule}-by-{other}")
     for t in TRANSITIONS for ct in [first_type(t)]
-    for role, other in ((Role.BUYER, OTHER_BUYER), (Role.SELLER, OTHER_SELLER), (None, STAFF))
-    if role is None or role in t.by
+    for role, other in ((Role.BUYER, OTHER_BUYER), (Role.SELLER, OTHER_SELLER),
+                        (Role.JUROR, Actor(Role.JUROR, "j-not-on-the-panel")), (None, STAFF))
+    if (role in t.by if role is not None else Role.STAFF not in t.by)
 ]
 
 
@@ -328,6 +419,7 @@ WRONG_PARTIES = [
 def test_another_buyer_another_seller_or_staff_get_wrong_actor(
         t: Transition, case_type: CaseType, other: Actor) -> None:
     case, order, now = drive_to(t.source, case_type)
+    now = prepare(t, case, order, now)
     err = _refused(case, order, t.action, other, when(t, case, now), WrongActor)
     assert err.code == "wrong_actor"
     assert (err.entity, err.action) == (case.id, t.action.value)

@@ -8,13 +8,14 @@ applied by `Case.apply`, which is also how the stored log replays.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 from aftersales.domain.errors import ActionNotAllowed, AmountExceedsPaid, InvalidInput, WrongActor
+from aftersales.domain.evidence import EvidenceKind
 from aftersales.domain.money import Money
 from aftersales.domain.orders import Order, OrderLine, warranty_covers
 from aftersales.domain.types import (
@@ -38,11 +39,16 @@ class CaseStatus(StrEnum):
     RETURN_SHIPPED = "return_shipped"  # seller must confirm the returned parcel (RF-5)
     AWAITING_REPLACEMENT = "awaiting_replacement"  # seller must send replacement/repair (RF-7)
     REPLACEMENT_SHIPPED = "replacement_shipped"  # buyer confirms the replacement (RF-7)
-    IN_INTERVENTION = "in_intervention"  # the platform decides (IN-1..IN-9)
+    IN_INTERVENTION = "in_intervention"  # in the staff queue: the platform decides (IN-1..IN-9)
+    AWAITING_PROOF = "awaiting_proof"  # staff asked a party to prove its claim (IN-4)
+    JURY_VOTING = "jury_voting"  # a public jury panel votes (IN-3)
     CLOSED = "closed"  # terminal; `outcome` says how it ended
 
 
 OPEN_STATUSES = frozenset(s for s in CaseStatus if s is not CaseStatus.CLOSED)
+# The platform has the case: the parties can add evidence or withdraw, nothing else (IN-1..IN-9).
+INTERVENTION = frozenset({CaseStatus.IN_INTERVENTION, CaseStatus.AWAITING_PROOF,
+                          CaseStatus.JURY_VOTING})
 
 
 class Outcome(StrEnum):
@@ -70,6 +76,11 @@ class Action(StrEnum):
     CONFIRM_RECEIPT = "confirm_receipt"
     WITHDRAW = "withdraw"
     ESCALATE = "escalate"
+    SUBMIT_EVIDENCE = "submit_evidence"  # IN-5
+    REQUEST_PROOF = "request_proof"  # staff, IN-4
+    RULE = "rule"  # staff, IN-6 / IN-7 / IN-9
+    SEND_TO_JURY = "send_to_jury"  # staff, IN-3
+    VOTE = "vote"  # juror, IN-3
     TIMEOUT = "timeout"  # the deadline worker: a party stayed silent
     ENTITLE = "entitle"  # a confirmed shipping violation entitles the buyer (SH-6, SH-9)
 
@@ -81,7 +92,9 @@ EVENT_NAMES = {
     Action.CONFIRM_RETURN: "ReturnConfirmed", Action.SHIP_REPLACEMENT: "ReplacementShipped",
     Action.CONFIRM_RECEIPT: "ReplacementReceived", Action.WITHDRAW: "CaseWithdrawn",
     Action.ESCALATE: "CaseEscalated", Action.TIMEOUT: "DeadlinePassed",
-    Action.ENTITLE: "BuyerEntitled",
+    Action.ENTITLE: "BuyerEntitled", Action.SUBMIT_EVIDENCE: "EvidenceSubmitted",
+    Action.REQUEST_PROOF: "ProofRequested", Action.RULE: "CaseRuled",
+    Action.SEND_TO_JURY: "SentToJury", Action.VOTE: "JurorVoted",
 }
 
 ALL = frozenset(CaseType)
@@ -105,11 +118,27 @@ class Transition:
     outcome: Outcome | None = None  # when target is CLOSED; None = by case type (RF-7)
     refund: RefundKind = "none"
     decides: bool = True  # counts among the rules that decided the outcome
+    when: str | None = None  # a named condition (`WHEN`) that picks between rows of one move
 
 
 B, SL, SY = frozenset({Role.BUYER}), frozenset({Role.SELLER}), frozenset({Role.SYSTEM})
 BS = frozenset({Role.BUYER, Role.SELLER})
+STAFF, JUROR = frozenset({Role.STAFF}), frozenset({Role.JUROR})
 T = Transition
+
+
+def _grant(src: CaseStatus, action: Action, rule: str, by: frozenset[Role], when: str
+           ) -> tuple[Transition, ...]:
+    """The buyer's request granted as asked, as if the seller had agreed (the agree rows):
+    refund-only is refunded, returns wait for the goods, re-ships wait for the parcel."""
+    return (
+        T(src, action, S.CLOSED, rule, by, frozenset({CaseType.REFUND_ONLY}), Outcome.REFUNDED,
+          "requested", when=when),
+        T(src, action, S.AWAITING_RETURN, rule, by, RETURNS, when=when),
+        T(src, action, S.AWAITING_REPLACEMENT, rule, by, frozenset({CaseType.RESHIP}),
+          when=when),
+    )
+
 
 TRANSITIONS: tuple[Transition, ...] = (
     # The seller answers (RF-1). Silence is agreement: the timeout takes the agree path.
@@ -168,7 +197,45 @@ TRANSITIONS: tuple[Transition, ...] = (
     # The seller may ask the platform to step in from day 15 if the buyer has not (IN-2; the
     # day guard is in `act`).
     *(T(src, Action.ESCALATE, S.IN_INTERVENTION, "IN-2", SL)
-      for src in sorted(OPEN_STATUSES - {S.IN_INTERVENTION})),
+      for src in sorted(OPEN_STATUSES - INTERVENTION)),
+    # -- platform intervention (IN-1..IN-9) ---------------------------------------------------
+    # Evidence (IN-5) can be added while the case is open. While staff wait for proof, the
+    # asked party's evidence hands the case back to staff (IN-4); the other party's does not.
+    *(T(src, Action.SUBMIT_EVIDENCE, src, "IN-5", BS, decides=False)
+      for src in sorted(OPEN_STATUSES - {S.AWAITING_PROOF})),
+    T(S.AWAITING_PROOF, Action.SUBMIT_EVIDENCE, S.IN_INTERVENTION, "IN-4", BS, decides=False,
+      when="asked"),
+    T(S.AWAITING_PROOF, Action.SUBMIT_EVIDENCE, S.AWAITING_PROOF, "IN-5", BS, decides=False,
+      when="not_asked"),
+    # Burden of proof (IN-4): staff ask a party to prove, with a deadline; a further request
+    # may follow insufficient proof. Nothing by the deadline decides against the party asked.
+    T(S.IN_INTERVENTION, Action.REQUEST_PROOF, S.AWAITING_PROOF, "IN-4", STAFF, decides=False),
+    T(S.AWAITING_PROOF, Action.REQUEST_PROOF, S.AWAITING_PROOF, "IN-4", STAFF, decides=False),
+    *_grant(S.AWAITING_PROOF, Action.TIMEOUT, "IN-4", SY, "seller_asked"),
+    T(S.AWAITING_PROOF, Action.TIMEOUT, S.CLOSED, "IN-4", SY, outcome=Outcome.REJECTED,
+      when="buyer_asked"),
+    # Staff rulings (IN-6; IN-7 and IN-9 are cited by the ruling's guard when they apply).
+    *(row for src in (S.IN_INTERVENTION, S.AWAITING_PROOF) for row in (
+        T(src, Action.RULE, S.CLOSED, "IN-6", STAFF, outcome=Outcome.REFUNDED,
+          refund="requested", when="rule_refund"),
+        T(src, Action.RULE, S.CLOSED, "IN-6", STAFF, outcome=Outcome.PARTIALLY_REFUNDED,
+          refund="requested", when="rule_partial"),
+        T(src, Action.RULE, S.AWAITING_RETURN, "IN-6", STAFF, when="rule_with_return"),
+        T(src, Action.RULE, S.CLOSED, "IN-6", STAFF, outcome=Outcome.REJECTED,
+          when="rule_reject"))),
+    # Public jury (IN-3): simple majority of the panel decides as soon as it exists; at the
+    # deadline a quorum decides by majority of the votes cast; otherwise back to staff.
+    T(S.IN_INTERVENTION, Action.SEND_TO_JURY, S.JURY_VOTING, "IN-3", STAFF, decides=False),
+    T(S.JURY_VOTING, Action.VOTE, S.JURY_VOTING, "IN-3", JUROR, decides=False,
+      when="vote_open"),
+    *_grant(S.JURY_VOTING, Action.VOTE, "IN-3", JUROR, "vote_buyer_majority"),
+    T(S.JURY_VOTING, Action.VOTE, S.CLOSED, "IN-3", JUROR, outcome=Outcome.REJECTED,
+      when="vote_seller_majority"),
+    *_grant(S.JURY_VOTING, Action.TIMEOUT, "IN-3", SY, "jury_buyer"),
+    T(S.JURY_VOTING, Action.TIMEOUT, S.CLOSED, "IN-3", SY, outcome=Outcome.REJECTED,
+      when="jury_seller"),
+    T(S.JURY_VOTING, Action.TIMEOUT, S.IN_INTERVENTION, "IN-3", SY, decides=False,
+      when="jury_no_quorum"),
 )
 
 _INDEX: dict[tuple[CaseStatus, Action], list[Transition]] = {}
@@ -182,10 +249,17 @@ REPLACEMENT_OUTCOME = {CaseType.EXCHANGE: Outcome.EXCHANGED, CaseType.REPAIR: Ou
 
 
 def find_transition(status: CaseStatus, action: Action, case_type: CaseType,
-                    role: Role | None = None) -> Transition | None:
+                    role: Role | None = None, *, case: Case | None = None,
+                    actor: Actor | None = None, args: Mapping[str, Any] | None = None,
+                    policy: Policy | None = None) -> Transition | None:
     """The row for this move; with `role`, the row that role may take (escalation has one row
-    for the buyer, IN-1, and one for the seller, IN-2)."""
+    for the buyer, IN-1, and one for the seller, IN-2). With `case`, rows whose `when`
+    condition does not hold for this case, actor and arguments are left out."""
     rows = [t for t in _INDEX.get((status, action), ()) if case_type in t.types]
+    if case is not None:
+        assert actor is not None and policy is not None
+        rows = [t for t in rows
+                if t.when is None or WHEN[t.when](case, actor, args or {}, policy)]
     if role is not None:
         rows = sorted(rows, key=lambda t: role not in t.by)
     return rows[0] if rows else None
@@ -218,7 +292,62 @@ def deadline_for(case: Case, status: CaseStatus, entered: datetime, policy: Poli
         return entered + d.seller_send_replacement, "seller_send_replacement"
     if status is S.REPLACEMENT_SHIPPED:
         return entered + d.auto_confirm_receipt, "auto_confirm_receipt"
+    if status is S.AWAITING_PROOF:  # IN-4: the due staff gave (within proof_window_max)
+        return case.proof_due, "proof_window"
+    if status is S.JURY_VOTING:  # IN-3 / §9
+        return entered + policy.jury.vote_window, "vote_window"
     return None, None
+
+
+# -- the conditions that pick between rows of one move (`Transition.when`) -----------------------
+RULINGS = ("refund", "partial_refund", "reject")
+VOTE_SIDES = ("buyer", "seller")
+
+
+def _tally(case: Case, extra: str | None = None) -> tuple[int, int]:
+    """(buyer votes, seller votes), counting a vote about to be cast."""
+    sides = [side for _, side in case.jury_votes] + ([extra] if extra else [])
+    return sides.count("buyer"), sides.count("seller")
+
+
+def _majority(case: Case) -> int:
+    """More than half of the panel: decided, whatever the votes still to come (IN-3)."""
+    return len(case.jury_panel) // 2 + 1
+
+
+def _jury_verdict(case: Case, policy: Policy) -> str | None:
+    """At the vote deadline: the side a quorum chose by majority of the votes cast; None
+    when too few voted or the votes tie (the case falls back to staff, IN-3)."""
+    buyer, seller = _tally(case)
+    if buyer + seller < policy.jury.quorum or buyer == seller:
+        return None
+    return "buyer" if buyer > seller else "seller"
+
+
+def _ruling(args: Mapping[str, Any], *outcomes: str, with_return: bool) -> bool:
+    return args.get("outcome") in outcomes and bool(args.get("return_required")) is with_return
+
+
+Condition = Callable[["Case", Actor, Mapping[str, Any], Policy], bool]
+WHEN: dict[str, Condition] = {
+    "asked": lambda c, a, args, p: a.role.value == c.proof_from,
+    "not_asked": lambda c, a, args, p: a.role.value != c.proof_from,
+    "seller_asked": lambda c, a, args, p: c.proof_from == "seller",
+    "buyer_asked": lambda c, a, args, p: c.proof_from == "buyer",
+    "rule_refund": lambda c, a, args, p: _ruling(args, "refund", with_return=False),
+    "rule_partial": lambda c, a, args, p: _ruling(args, "partial_refund", with_return=False),
+    "rule_with_return": lambda c, a, args, p: _ruling(args, "refund", "partial_refund",
+                                                      with_return=True),
+    "rule_reject": lambda c, a, args, p: args.get("outcome") == "reject",
+    "vote_buyer_majority": lambda c, a, args, p: (
+        _tally(c, args.get("side"))[0] >= _majority(c)),
+    "vote_seller_majority": lambda c, a, args, p: (
+        _tally(c, args.get("side"))[1] >= _majority(c)),
+    "vote_open": lambda c, a, args, p: max(_tally(c, args.get("side"))) < _majority(c),
+    "jury_buyer": lambda c, a, args, p: _jury_verdict(c, p) == "buyer",
+    "jury_seller": lambda c, a, args, p: _jury_verdict(c, p) == "seller",
+    "jury_no_quorum": lambda c, a, args, p: _jury_verdict(c, p) is None,
+}
 
 
 @dataclass(slots=True)
@@ -257,6 +386,17 @@ class Case:
     rejection_reason: str | None = None
     escalated_by: str | None = None
     closed_at: datetime | None = None
+    # platform intervention (IN-3..IN-9)
+    staff_due: datetime | None = None  # staff's target while the case is in their queue
+    proof_from: str | None = None  # IN-4: the party asked to prove ("buyer" | "seller")
+    proof_due: datetime | None = None
+    proof_requests: int = 0
+    buyer_evidence: int = 0  # IN-5: items each party submitted
+    seller_evidence: int = 0
+    jury_panel: tuple[str, ...] = ()  # IN-3: the jurors drawn
+    jury_votes: tuple[tuple[str, str], ...] = ()  # (juror, side) in voting order
+    penalty: str | None = None  # IN-7 / §9: the penalty a ruling gave
+    log_head: str = ""  # hash of the newest log entry: kept by the store (tamper evidence)
     version: int = 0
     seq: int = 0
     pending: list[Event] = field(default_factory=list)
@@ -265,10 +405,16 @@ class Case:
     def apply(self, event: Event) -> None:
         self.seq += 1
         for key, value in event.changes.items():
+            if key in RECORD_ONLY:
+                continue
             if key not in _MUTABLE:
                 raise ValueError(f"event {event.name} sets unknown case field {key}")
             if value is not None and key in _ENUMS:
                 value = _ENUMS[key](value)
+            elif key == "jury_panel":
+                value = tuple(value)
+            elif key == "jury_votes":
+                value = tuple((str(j), str(v)) for j, v in value)
             setattr(self, key, value)
 
     def _record(self, name: str, at: datetime, actor: Actor, rule: str | None,
@@ -454,7 +600,9 @@ class Case:
         """Take one action. Checks actor, status and guards first; a refusal changes nothing."""
         require_aware(now)
         self._check_actor(action, actor)
-        t = find_transition(self.status, action, self.type, actor.role)
+        given = _normalised(self, action, args, order, policy)
+        t = find_transition(self.status, action, self.type, actor.role, case=self, actor=actor,
+                            args=given, policy=policy)
         if t is not None and actor.role not in _ROLES_BY_ACTION[action]:
             raise WrongActor(  # e.g. a seller withdrawing, a buyer agreeing: never theirs to do
                 f"{actor} may not {action.value} case {self.id}: only "
@@ -470,7 +618,7 @@ class Case:
         if action is Action.TIMEOUT and (self.deadline is None or now < self.deadline):
             raise ActionNotAllowed(f"case {self.id}: deadline not reached", entity=self.id,
                                    action="timeout", status=self.status.value)
-        changes = self._guard_and_collect(t, actor, now, policy, order, args)
+        changes = self._guard_and_collect(t, actor, now, policy, order, given)
         return self._transition(t, actor, now, policy, order, changes)
 
     def _check_actor(self, action: Action, actor: Actor) -> None:
@@ -480,7 +628,11 @@ class Case:
         if actor.role is Role.SELLER and actor.id != self.seller_id:
             raise WrongActor(f"{actor} is not the seller of case {self.id}", entity=self.id,
                              action=action.value, status=self.status.value)
-        if actor.role not in (Role.BUYER, Role.SELLER, Role.SYSTEM):
+        if actor.role is Role.JUROR and self.status is S.JURY_VOTING \
+                and actor.id not in self.jury_panel:
+            raise WrongActor(f"{actor} is not on the jury panel of case {self.id}", rule="IN-3",
+                             entity=self.id, action=action.value, status=self.status.value)
+        if actor.role not in (Role.BUYER, Role.SELLER, Role.SYSTEM, Role.STAFF, Role.JUROR):
             raise WrongActor(f"{actor} cannot {action.value} case {self.id}", entity=self.id,
                              action=action.value, status=self.status.value)
 
@@ -539,31 +691,228 @@ class Case:
                     action="escalate", status=self.status.value, code="too_early")
         if a is Action.ESCALATE:
             changes["escalated_by"] = actor.role.value
+        elif a is Action.SUBMIT_EVIDENCE:
+            changes.update(self._evidence(actor, now, policy, args))
+        elif a is Action.REQUEST_PROOF:
+            changes.update(self._proof_request(now, policy, args))
+        elif a is Action.RULE:
+            changes.update(self._ruling(t, order, policy, args))
+        elif a is Action.SEND_TO_JURY:
+            changes.update(self._jury(policy, args))
+        elif a is Action.VOTE:
+            changes.update(self._vote(actor, policy, args))
         return changes
+
+    # -- intervention guards (IN-3..IN-9) -----------------------------------------------------
+    def _evidence(self, actor: Actor, now: datetime, policy: Policy,
+                  args: Mapping[str, Any]) -> dict[str, Any]:
+        """IN-5: a typed item with text and/or a stored file (its hash, size, sniffed type)."""
+        kind = str(args.get("kind") or "")
+        if kind not in EVIDENCE_KINDS:
+            raise InvalidInput(f"evidence kind {kind!r} is not one of "
+                               f"{', '.join(EVIDENCE_KINDS)}", rule="IN-5")
+        text = str(args.get("text") or "").strip()
+        limit = policy.intervention.evidence_text_max
+        if len(text) > limit:
+            raise InvalidInput(f"evidence text has {len(text)} characters; the limit is {limit}",
+                               rule="IN-5")
+        file = args.get("file")
+        if not text and not file:
+            raise InvalidInput("evidence needs text, a file or both", rule="IN-5")
+        field_name = f"{actor.role.value}_evidence"
+        count = getattr(self, field_name)
+        if count >= policy.intervention.evidence_items_max:
+            raise ActionNotAllowed(
+                f"case {self.id}: the {actor.role.value} has submitted "
+                f"{policy.intervention.evidence_items_max} items, the most a party may",
+                rule="IN-5", entity=self.id, action="submit_evidence", status=self.status.value,
+                code="too_much_evidence")
+        item: dict[str, Any] = {"party": actor.role.value, "kind": kind, "text": text}
+        if file:
+            item.update(sha256=str(file["sha256"]), size=int(file["size"]),
+                        media_type=str(file["media_type"]),
+                        filename=str(file.get("filename") or ""))
+        return {field_name: count + 1, "evidence": item}
+
+    def _proof_request(self, now: datetime, policy: Policy,
+                       args: Mapping[str, Any]) -> dict[str, Any]:
+        """IN-4: whoever claims proves; staff name the party and the deadline."""
+        party = str(args.get("from_party") or "")
+        if party not in ("buyer", "seller"):
+            raise InvalidInput(f"proof is requested from the buyer or the seller, not {party!r}",
+                               rule="IN-4")
+        due = args.get("due") or policy.intervention.proof_window_default
+        if not isinstance(due, timedelta) or due <= timedelta(0):
+            raise InvalidInput("the proof due must be a positive duration", rule="IN-4")
+        if due > policy.intervention.proof_window_max:
+            raise InvalidInput(f"the proof due {due} exceeds the pack's longest "
+                               f"{policy.intervention.proof_window_max}", rule="IN-4")
+        return {"proof_from": party, "proof_due": now + due,
+                "proof_requests": self.proof_requests + 1}
+
+    def _ruling(self, t: Transition, order: Order, policy: Policy,
+                args: Mapping[str, Any]) -> dict[str, Any]:
+        """IN-6 outcome, refund amount, return, freight (FR-1..FR-3), responsibility and
+        penalty; IN-7 for an upheld not-as-described case; IN-9 for subjective complaints."""
+        outcome = str(args["outcome"])
+        rules: list[str] = []
+        subjective = bool(args.get("subjective"))
+        guaranteed = all(order.line(no).no_reason_7d
+                         and order.line(no).category not in policy.after_sales.no_reason_excluded
+                         for no, _ in self.lines)
+        if outcome == "reject":
+            for key in ("amount", "penalty"):
+                if args.get(key) not in (None, "none"):
+                    raise InvalidInput(f"a rejection takes no {key}", rule="IN-6")
+            if subjective and not guaranteed:
+                rules.append("IN-9")  # not a quality problem: the seller's rejection stands
+            return {"seller_responsible": bool(args.get("seller_responsible") or False),
+                    "rules_extra": rules, "ruling": {"outcome": outcome,
+                                                     "subjective": subjective}}
+        if subjective and not guaranteed:
+            raise ActionNotAllowed(
+                f"case {self.id}: subjective dissatisfaction with an item sold without the "
+                "7-day no-reason guarantee is not a quality problem; the seller's rejection "
+                "stands", rule="IN-9", entity=self.id, action="rule", status=self.status.value,
+                code="subjective_no_guarantee")
+        allowed = sum((order.line(no).value_of(q) for no, q in self.lines),
+                      Money.zero(order.currency))
+        amount = args.get("amount")
+        if outcome == "refund":
+            amount = amount if amount is not None else self.amount
+        elif amount is None:
+            raise InvalidInput("a partial refund needs an amount", rule="IN-6")
+        if not isinstance(amount, Money) or not amount.is_positive:
+            raise InvalidInput("the refund amount must be positive", rule="IN-6")
+        if amount.currency != order.currency:
+            raise InvalidInput(f"amount currency {amount.currency} is not {order.currency}")
+        if amount > allowed:
+            raise AmountExceedsPaid(f"ruling refund {amount} exceeds what the case's lines can "
+                                    f"still refund ({allowed})", rule="IN-6")
+        if outcome == "partial_refund" and amount >= allowed:
+            raise InvalidInput(f"a partial refund is below {allowed}; to give it all, rule "
+                               "refund", rule="IN-6")
+        responsible = args.get("seller_responsible")
+        responsible = (not subjective and self.seller_responsible) if responsible is None \
+            else bool(responsible)
+        freight = args.get("freight_payer") or (
+            "buyer" if subjective else ("seller" if responsible else self.freight_payer))
+        if freight not in ("buyer", "seller"):
+            raise InvalidInput(f"freight_payer is buyer or seller, not {freight!r}", rule="FR-1")
+        penalty = args.get("penalty")
+        if penalty is None and responsible and self.reason is Reason.NOT_AS_DESCRIBED:
+            penalty = "not_as_described_minor"  # IN-7: upheld not-as-described, 3 points
+        if penalty == "none":
+            penalty = None
+        if penalty is not None and penalty not in PENALTIES:
+            raise InvalidInput(f"penalty {penalty!r} is not one of {', '.join(PENALTIES)}",
+                               rule="IN-7")
+        if penalty is not None and not responsible:
+            raise InvalidInput("a penalty needs the seller judged responsible", rule="IN-6")
+        if responsible and self.reason is Reason.NOT_AS_DESCRIBED:
+            rules.append("IN-7")
+        if subjective:
+            rules.append("FR-3")
+        changes: dict[str, Any] = {
+            "amount": amount, "seller_responsible": responsible, "freight_payer": freight,
+            "penalty": penalty, "rules_extra": rules,
+            "ruling": {"outcome": outcome, "amount": amount,
+                       "return_required": bool(args.get("return_required")),
+                       "freight_payer": freight, "seller_responsible": responsible,
+                       "penalty": penalty, "subjective": subjective}}
+        if t.target is S.AWAITING_RETURN:  # refund after the goods come back (RF-3..RF-5)
+            changes.update(type=CaseType.RETURN_REFUND,
+                           return_address=args.get("return_address")
+                           or "seller's default address")
+        return changes
+
+    def _jury(self, policy: Policy, args: Mapping[str, Any]) -> dict[str, Any]:
+        """IN-3: the panel the service drew (odd, the pack's size, no party on it)."""
+        if self.jury_panel:
+            raise ActionNotAllowed(f"case {self.id}: a jury already sat on this case; staff "
+                                   "decide it now", rule="IN-3", entity=self.id,
+                                   action="send_to_jury", status=self.status.value,
+                                   code="jury_used")
+        panel = tuple(str(j) for j in args.get("panel") or ())
+        size = policy.jury.panel_size
+        if len(panel) != size or len(set(panel)) != size:
+            raise ActionNotAllowed(f"case {self.id}: a jury needs {size} distinct eligible "
+                                   f"jurors; {len(set(panel))} could be drawn", rule="IN-3",
+                                   entity=self.id, action="send_to_jury",
+                                   status=self.status.value, code="jury_unavailable")
+        if {self.buyer_id, self.seller_id} & set(panel):
+            raise InvalidInput("a party to the case cannot sit on its jury", rule="IN-3")
+        return {"jury_panel": panel, "jury_votes": (), "jury_seed": args.get("seed")}
+
+    def _vote(self, actor: Actor, policy: Policy, args: Mapping[str, Any]) -> dict[str, Any]:
+        if any(j == actor.id for j, _ in self.jury_votes):
+            raise ActionNotAllowed(f"{actor} has already voted on case {self.id}", rule="IN-3",
+                                   entity=self.id, action="vote", status=self.status.value,
+                                   code="already_voted")
+        side = str(args.get("side") or "")
+        if side not in VOTE_SIDES:
+            raise InvalidInput(f"a vote is for the buyer or the seller, not {side!r}",
+                               rule="IN-3")
+        reason = str(args.get("reason") or "").strip()  # asked for; optional (SCENARIOS.md)
+        if len(reason) > policy.intervention.evidence_text_max:
+            raise InvalidInput(f"a vote's reason is limited to "
+                               f"{policy.intervention.evidence_text_max} characters", rule="IN-3")
+        return {"jury_votes": (*self.jury_votes, (actor.id, side)), "vote_reason": reason}
 
     def _transition(self, t: Transition, actor: Actor, now: datetime, policy: Policy,
                     order: Order, changes: dict[str, Any]) -> Event:
         target = t.target
+        extra_rules = changes.pop("rules_extra", ())
         changes["status"] = target
         if t.refund != "none":
-            amount = self.amount if t.refund == "requested" else self.offer
+            amount = changes.get("amount", self.amount) if t.refund == "requested" else self.offer
             assert amount is not None
             parts = order.allocate(self.lines, amount)
             order.refund(parts, case_id=self.id, actor=actor, at=now,
                          reason=f"case {self.id} ({self.type.value}, {self.reason.value})",
                          rule=t.rule)
             changes["refunded"] = self.refunded + amount
+        if changes.get("penalty"):  # IN-7 / §9: points on the seller's record, in the ledger
+            name = changes["penalty"]
+            order.penalize(getattr(policy.penalties, name), at=now, actor=actor,
+                           reason=f"case {self.id}: {name.replace('_', ' ')}",
+                           rule="IN-7" if name.startswith("not_as_described") else t.rule,
+                           case_id=self.id)
+        # The platform decided (a ruling, the jury, or a party's missing proof): that stays the
+        # decider even when the case closes later (after the goods come back, say).
+        platform = (t.source in INTERVENTION and target not in INTERVENTION
+                    and t.action in (Action.RULE, Action.VOTE, Action.TIMEOUT))
+        if platform:
+            changes["decided_by"] = (
+                "staff" if actor.role is Role.STAFF
+                else "jury" if t.source is S.JURY_VOTING else "timeout")
         if target is S.CLOSED:
             outcome = t.outcome or REPLACEMENT_OUTCOME[self.type]
-            changes.update(outcome=outcome, closed_at=now,
-                           decided_by="timeout" if t.action is Action.TIMEOUT
-                           else actor.role.value)  # "system": a rule such as SH-6 decided
+            changes.update(outcome=outcome, closed_at=now)
+            if not platform:  # a withdrawal is the buyer's own decision, whatever came before
+                keep = self.decided_by if t.action is not Action.WITHDRAW else None
+                changes["decided_by"] = keep or (
+                    "timeout" if t.action is Action.TIMEOUT
+                    else actor.role.value)  # "system": a rule such as SH-6 decided
             order.detach_case([no for no, _ in self.lines], now, actor, t.rule)
-        if t.decides and t.rule not in self.rules:
-            changes["rules"] = (*self.rules, t.rule)
-        probe = _Probe(self.shipped_when_opened, changes.get("return_method", self.return_method))
-        deadline, kind = deadline_for(probe, target, now, policy)  # type: ignore[arg-type]
-        changes.update(deadline=deadline, deadline_kind=kind)
+        rules = list(self.rules)
+        for rule in ((t.rule,) if t.decides else ()) + tuple(extra_rules):
+            if rule not in rules:
+                rules.append(rule)
+        if len(rules) != len(self.rules):
+            changes["rules"] = tuple(rules)
+        if target is S.IN_INTERVENTION and t.source is not S.IN_INTERVENTION:
+            changes["staff_due"] = now + policy.intervention.staff_ruling  # the queue's target
+        elif target is not S.IN_INTERVENTION and self.staff_due is not None:
+            changes["staff_due"] = None
+        if target is t.source and t.action is not Action.REQUEST_PROOF:
+            pass  # evidence, a vote: the running timer goes on
+        else:
+            probe = _Probe(self.shipped_when_opened,
+                           changes.get("return_method", self.return_method),
+                           changes.get("proof_due", self.proof_due))
+            deadline, kind = deadline_for(probe, target, now, policy)  # type: ignore[arg-type]
+            changes.update(deadline=deadline, deadline_kind=kind)
         return self._record(EVENT_NAMES[t.action], now, actor, t.rule, changes)
 
     def entitled_by(self, order: Order) -> str | None:
@@ -582,10 +931,11 @@ class Case:
 
 @dataclass(frozen=True, slots=True)
 class _Probe:
-    """The two facts `deadline_for` reads, before the event that sets them is applied."""
+    """The facts `deadline_for` reads, before the event that sets them is applied."""
 
     shipped_when_opened: bool
     return_method: str | None
+    proof_due: datetime | None
 
 
 def no_reason_deadline(delivered_at: datetime, policy: Policy) -> datetime:
@@ -595,6 +945,26 @@ def no_reason_deadline(delivered_at: datetime, policy: Policy) -> datetime:
     end_day = first_day + timedelta(days=policy.after_sales.no_reason_days)
     return datetime.combine(end_day, time(0), tzinfo=policy.zone)
 
+
+def _normalised(case: Case, action: Action, args: Mapping[str, Any], order: Order,
+                policy: Policy) -> Mapping[str, Any]:
+    """Arguments the row conditions read, checked and completed with their defaults."""
+    if action is Action.RULE:
+        outcome = str(args.get("outcome") or "")
+        if outcome not in RULINGS:
+            raise InvalidInput(f"a ruling's outcome is one of {', '.join(RULINGS)}, "
+                               f"not {outcome!r}", rule="IN-6")
+        back = args.get("return_required")
+        if outcome == "reject":
+            back = False
+        elif back is None:  # the goods come back unless staff rule refund without return
+            back = case.type in RETURNS and case.received
+        return {**args, "outcome": outcome, "return_required": bool(back)}
+    return args
+
+
+EVIDENCE_KINDS = tuple(k.value for k in EvidenceKind)
+PENALTIES = ("not_as_described_minor", "not_as_described_major", "not_as_described_serious")
 
 # SH-6 (a) / SH-9: violations after which refund or re-ship is the buyer's to choose.
 ENTITLING_VIOLATIONS = ("ship_timeout", "fake_shipment", "lost_parcel", "stalled_parcel")
@@ -610,5 +980,10 @@ _MUTABLE = frozenset({
     *_INIT_FIELDS, "outcome", "decided_by", "rules", "deadline", "deadline_kind", "offer",
     "return_address", "return_carrier", "return_tracking", "return_method",
     "replacement_carrier", "replacement_tracking", "rejection_reason", "escalated_by",
-    "closed_at",
+    "closed_at", "staff_due", "proof_from", "proof_due", "proof_requests", "buyer_evidence",
+    "seller_evidence", "jury_panel", "jury_votes", "penalty",
 })
+# Keys an event may carry that record what happened without setting a case field: the
+# evidence item (its file hash is what the tamper-evident log commits to), a vote's reason,
+# a ruling's details, the seed of a jury draw.
+RECORD_ONLY = frozenset({"evidence", "vote_reason", "ruling", "jury_seed"})

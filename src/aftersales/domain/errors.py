@@ -78,3 +78,16 @@ class NotSupported(AftersalesError):
     """An action of a later issue that this build does not run yet."""
 
     code = "not_supported"
+
+
+class FileTooLarge(InvalidInput):
+    """An evidence file above the configured size limit; nothing was stored."""
+
+    code = "file_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """An evidence file whose content (sniffed from its bytes, never its name) is not an
+    accepted type: images, PDF or plain text; nothing was stored."""
+
+    code = "unsupported_media_type"

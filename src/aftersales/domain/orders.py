@@ -6,6 +6,7 @@ event log replays. Refunds are capped per line by what that line paid (money is 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from aftersales.policy.model import Policy
 AUTO_CONFIRM = "auto_confirm"
 SHIPPING_CHECK = "shipping_check"  # a shipping rule (SH-2..SH-5, SH-9) may fire
 OOS_ANSWER = "oos_answer"  # the buyer's time to choose after an out-of-stock notice (OS-2)
+FOLLOW_UP = "follow_up_after_delivery"  # SR-2: the automatic reminder to confirm receipt
 OOS_OPTIONS = ("substitute", "wait", "cancel")
 RULE_AUTO_CONFIRM = "§9:auto_confirm_receipt"
 
@@ -116,12 +118,13 @@ LINE_FIELDS = ("refunded", "open_case_id", "after_sales_used")
 TRACKING_FACTS = ("declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
                   "delivery_city", "lost_at", "max_scan_gap", "refund_requested_at")
 # event payload that describes, not sets
-INFO_KEYS = frozenset({"scan", "found", "substitute_sku", "disputed", "reason"})
+INFO_KEYS = frozenset({"scan", "found", "substitute_sku", "disputed", "reason",
+                       "penalty_points", "complaint", "rating"})
 # Order fields an event may set after OrderPlaced.
 ORDER_FIELDS = frozenset({"shipped_at", "delivered_at", "completed_at", "closed_at",
                           "auto_confirm_at", "auto_confirm_paused_at", "carrier", "tracking_no",
                           "ship_by", "violations", "oos_lines", "oos_answer_due", "oos_choice",
-                          *TRACKING_FACTS})
+                          "reminded_at", *TRACKING_FACTS})
 
 
 @dataclass(slots=True)
@@ -156,6 +159,8 @@ class Order:
     refund_requested_at: datetime | None = None  # first after-sales request before shipment
     violations: tuple[str, ...] = ()  # violation names recorded (once per order and name)
     check_at: datetime | None = None  # derived, not logged: when a shipping rule may next fire
+    follow_up_at: datetime | None = None  # derived, not logged: the automatic reminder (SR-2)
+    reminded_at: datetime | None = None  # SR-2: the buyer was prompted to confirm receipt
     oos_lines: tuple[int, ...] = ()  # lines declared out of stock, awaiting the buyer (OS-1)
     oos_answer_due: datetime | None = None  # OS-2: the default applies after this
     oos_choice: str | None = None  # OS-2: substitute | wait | cancel (last answer)
@@ -332,9 +337,10 @@ class Order:
         if (self.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
                 and self.auto_confirm_at is not None and not self.has_open_case):
             auto = self.auto_confirm_at
-        if self.check_at is not None and (auto is None or self.check_at < auto):
-            return self.check_at, SHIPPING_CHECK
-        return (auto, AUTO_CONFIRM) if auto is not None else (None, None)
+        timers = [(at, kind) for at, kind in ((auto, AUTO_CONFIRM),
+                                              (self.check_at, SHIPPING_CHECK),
+                                              (self.follow_up_at, FOLLOW_UP)) if at is not None]
+        return min(timers, key=lambda x: x[0]) if timers else (None, None)
 
     # -- actions ------------------------------------------------------------------------------
     def _next(self, action: OrderAction) -> OrderStatus:
@@ -480,6 +486,37 @@ class Order:
             "status": self._next(OrderAction.CONFIRM_RECEIPT), "completed_at": now,
             "auto_confirm_at": None})
 
+    def remind(self, actor: Actor, now: datetime, policy: Policy) -> Event:
+        """SR-2: a week after delivery without confirmation the seller may prompt the buyer
+        (once); the system does it by itself when the seller has not."""
+        if actor.role is not Role.SYSTEM:
+            self._require(actor, Role.SELLER, "remind")
+        if self.status is not OrderStatus.DELIVERED or self.delivered_at is None:
+            raise self._not_allowed("remind", "only a delivered order awaiting the buyer's "
+                                    "confirmation can be followed up", rule="SR-2")
+        if self.reminded_at is not None:
+            raise self._not_allowed("remind", f"the buyer was reminded at "
+                                    f"{self.reminded_at.isoformat()}", rule="SR-2",
+                                    code="already_reminded")
+        due = self.delivered_at + policy.deadlines.follow_up_after_delivery
+        if now < due:
+            raise self._not_allowed("remind", f"the buyer may be prompted from "
+                                    f"{due.isoformat()}, a week after delivery", rule="SR-2",
+                                    code="too_early")
+        return self._record("BuyerReminded", now, actor, "SR-2", {"reminded_at": now})
+
+    def plan_follow_up(self, now: datetime, policy: Policy) -> Event | None:
+        """SR-2: remind the buyer automatically once it is due; until then, plan it."""
+        self.follow_up_at = None
+        if (self.status is not OrderStatus.DELIVERED or self.delivered_at is None
+                or self.reminded_at is not None):
+            return None
+        due = self.delivered_at + policy.deadlines.follow_up_after_delivery
+        if due > now:
+            self.follow_up_at = due
+            return None
+        return self.remind(SYSTEM, now, policy)
+
     def on_deadline(self, now: datetime, policy: Policy | None = None) -> list[Event]:
         """Fire every order timer due at `now`; a second call at the same time does nothing."""
         due, kind = self.next_deadline()
@@ -602,6 +639,17 @@ class Order:
             changes.update(status=self._next(OrderAction.CLOSE), closed_at=at,
                            auto_confirm_at=None, auto_confirm_paused_at=None)
         return self._record("RefundIssued", at, actor, rule, changes)
+
+    def penalize(self, points: int, *, at: datetime, actor: Actor, reason: str, rule: str,
+                 case_id: str | None = None) -> Event:
+        """Penalty points against the seller (IN-7, §9): a ledger entry of amount zero, so
+        the seller's record adds them up with the money."""
+        if points < 0:
+            raise InvalidInput("penalty points cannot be negative")
+        entry = self._entry(LedgerKind.PENALTY, Money.zero(self.currency), at, reason, rule,
+                            case_id=case_id)
+        self.pending_ledger.append(dataclasses.replace(entry, points=points))
+        return self._record("PenaltyRecorded", at, actor, rule, {"penalty_points": points})
 
     def attach_case(self, case_id: str, line_nos: Sequence[int], now: datetime, actor: Actor,
                     *, use_chance: bool) -> Event:

@@ -179,6 +179,27 @@ class Jury(_Frozen):
             raise ValueError("panel_size must be odd so a simple majority always exists")
         if self.quorum > self.panel_size:
             raise ValueError("quorum cannot exceed panel_size")
+        if self.vote_window <= timedelta(0):
+            raise ValueError("jury.vote_window must be positive")
+        return self
+
+
+class Intervention(_Frozen):
+    """IN-1..IN-9: how the platform runs a dispute once it has it."""
+
+    staff_ruling: Duration  # target for staff to act on a case in their queue (no auto outcome)
+    proof_window_default: Duration  # IN-4: time to prove when staff give no `due`
+    proof_window_max: Duration  # IN-4: the longest `due` staff may give
+    evidence_text_max: int = Field(ge=1)  # IN-5: characters of text per evidence item
+    evidence_items_max: int = Field(ge=1)  # IN-5: items per party and case
+
+    @model_validator(mode="after")
+    def _windows(self) -> Intervention:
+        for name in ("staff_ruling", "proof_window_default", "proof_window_max"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"intervention.{name} must be positive")
+        if self.proof_window_default > self.proof_window_max:
+            raise ValueError("intervention.proof_window_default exceeds proof_window_max")
         return self
 
 
@@ -202,6 +223,7 @@ class Policy(_Frozen):
     detection: Detection
     penalties: Penalties
     jury: Jury
+    intervention: Intervention
     out_of_stock: OutOfStock
 
     @model_validator(mode="before")

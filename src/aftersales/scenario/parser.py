@@ -55,16 +55,22 @@ ACTIONS: dict[str, tuple[set[str], set[str]]] = {
     "withdraw": ({"case"}, set()),
     "escalate": ({"case"}, set()),
     "submit_evidence": ({"case", "kind"}, {"text", "file"}),
-    "request_proof": ({"case", "from", "due"}, set()),
+    "request_proof": ({"case", "from"}, {"due"}),
     "rule": ({"case", "outcome"}, {"amount", "return_required", "freight_payer",
-                                   "seller_responsible", "penalty"}),
-    "send_to_jury": ({"case"}, set()),
+                                   "seller_responsible", "penalty", "subjective",
+                                   "return_address"}),
+    "send_to_jury": ({"case"}, {"seed"}),
     "vote": ({"case", "side"}, {"reason"}),
-    "complain": ({"order", "kind"}, {"text"}),
+    "complain": ({"order", "kind"}, {"text", "complaint"}),
+    "answer_complaint": ({"complaint", "text"}, set()),
+    "resolve_complaint": ({"complaint", "upheld"}, {"text", "penalty"}),
+    "rate": ({"order", "stars"}, {"comment"}),
+    "reply_rating": ({"order", "text"}, set()),
+    "remind": ({"order"}, set()),
     "dispute_violation": ({"order", "violation", "reason"}, set()),
     "set_stock": ({"seller", "sku", "quantity"}, set()),
 }
-EXPECT_KEYS = re.compile(r"^(case|order|seller|buyer) \S+$|^ledger$")
+EXPECT_KEYS = re.compile(r"^(case|order|seller|buyer|complaint) \S+$|^ledger$")
 _OFFSET = re.compile(r"^\+(\S+)$")
 
 

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aftersales.domain.errors import AftersalesError, InvalidInput, NotSupported
 from aftersales.domain.money import Money
 from aftersales.domain.orders import LineSpec
 from aftersales.domain.types import Actor, CaseType, Reason, ScanKind, ShippingMode
-from aftersales.scenario.parser import Scenario, ScenarioError, Step, parse_time
+from aftersales.scenario.parser import Scenario, ScenarioError, Step, parse_due, parse_time
 from aftersales.service import commands as c
 from aftersales.service.handlers import Service
 from aftersales.service.queries import final_state
 from aftersales.service.worker import advance
 
-LATER = {
-    "submit_evidence": "platform intervention", "request_proof": "platform intervention",
-    "rule": "platform intervention", "send_to_jury": "platform intervention",
-    "vote": "platform intervention", "complain": "platform intervention",
-}
+LATER: dict[str, str] = {}  # actions of issues not built yet -> which issue
 SIMPLE_CASE_ACTIONS: dict[str, type[c.CaseCommand]] = {
     "accept_offer": c.AcceptOffer, "decline_offer": c.DeclineOffer,
     "confirm_return": c.ConfirmReturn, "withdraw": c.Withdraw, "escalate": c.Escalate,
@@ -39,19 +36,24 @@ class Run:
     clock: datetime
     orders: dict[str, str] = field(default_factory=dict)
     cases: dict[str, str] = field(default_factory=dict)
+    complaints: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    base: Path = Path(".")  # where the scenario file is: evidence `file:` paths are relative
 
     def state(self) -> dict[str, Any]:
         policy = self.service.policies.current(self.scenario.policy)
         with self.service.uow() as uow:
-            body = final_state(uow.repo, self.orders, self.cases, self.scenario.start.tzinfo)
+            body = final_state(uow.repo, self.orders, self.cases, self.scenario.start.tzinfo,
+                               complaints=self.complaints)
         return {"policy": {"id": policy.id, "version": policy.version},
                 "clock": self.clock.isoformat(), **body}
 
 
-def run(scenario: Scenario, service: Service) -> Run:
+def run(scenario: Scenario, service: Service, base: Path | None = None) -> Run:
     """Play every step; raises ExpectationFailed (exit 1) or ScenarioError (exit 2)."""
-    r = Run(scenario, service, scenario.start)
+    r = Run(scenario, service, scenario.start, base=base or Path("."))
+    for user in scenario.users:  # accounts the jury rules look at (IN-3)
+        _register(service, scenario, user)
     for seller, skus in scenario.stock.items():  # SH-7: seller -> {sku: quantity}
         if not isinstance(skus, dict):
             raise ScenarioError(None, f"stock: {seller} needs a map of sku -> quantity")
@@ -71,6 +73,26 @@ def run(scenario: Scenario, service: Service) -> Run:
         else:
             _do(r, step)
     return r
+
+
+def _register(service: Service, scenario: Scenario, user: dict[str, Any]) -> None:
+    line = user.get("__line__")
+    if "id" not in user:
+        raise ScenarioError(line, "each user needs an id")
+    age = user.get("account_age_days", 0)
+    if not isinstance(age, int) or isinstance(age, bool) or age < 0:
+        raise ScenarioError(line, f"user {user['id']}: account_age_days is a whole number >= 0")
+    unknown = set(user) - {"id", "account_age_days", "verified", "standing", "__line__"}
+    if unknown:
+        raise ScenarioError(line, f"user {user['id']}: unknown field(s) {sorted(unknown)}")
+    try:
+        service.handle(c.RegisterUser(
+            actor=Actor.parse("system"), user_id=str(user["id"]),
+            registered_at=scenario.start - timedelta(days=age),
+            verified=bool(user.get("verified", False)),
+            standing=str(user.get("standing", "good"))), scenario.start)
+    except AftersalesError as exc:
+        raise ScenarioError(line, f"user {user['id']}: {exc}") from None
 
 
 def _do(r: Run, step: Step) -> None:
@@ -95,6 +117,9 @@ def _do(r: Run, step: Step) -> None:
         r.orders[str(step.fields["order"])] = result.order_id or ""
     if step.do == "open_case":
         r.cases[str(step.fields["case"])] = result.case_id or ""
+    if step.do == "complain":
+        name = str(step.fields.get("complaint") or f"{step.fields['order']}-{step.fields['kind']}")
+        r.complaints[name] = result.complaint_id or ""
     r.log.append(f"{where}: ok")
 
 
@@ -104,7 +129,7 @@ def _check(r: Run, step: Step) -> None:
     for key, fields in step.expect.items():
         kind, _, name = key.partition(" ")
         section = {"case": "cases", "order": "orders", "seller": "sellers",
-                   "buyer": "buyers", "ledger": "ledger"}[kind]
+                   "buyer": "buyers", "ledger": "ledger", "complaint": "complaints"}[kind]
         actual_obj = state[section] if kind == "ledger" else state[section].get(name)
         if actual_obj is None:
             raise ExpectationFailed(f"step {step.index} (line {step.line}): no {kind} {name!r} "
@@ -195,6 +220,26 @@ def _command(r: Run, step: Step) -> c.Command:
                             mode=_enum(ShippingMode, f["mode"], "mode"), lines=tuple(specs),
                             ship_by=ship_by, ship_to_city=f.get("ship_to_city"),
                             policy_id=str(f.get("policy") or r.scenario.policy))
+    if do == "complain":
+        return c.Complain(actor=actor, order_id=_order_id(r, f["order"]), kind=str(f["kind"]),
+                          text=str(f.get("text") or ""))
+    if do == "answer_complaint":
+        return c.AnswerComplaint(actor=actor, complaint_id=_complaint_id(r, f["complaint"]),
+                                 text=str(f["text"]))
+    if do == "resolve_complaint":
+        return c.ResolveComplaint(actor=actor, complaint_id=_complaint_id(r, f["complaint"]),
+                                  upheld=bool(_flag(f, "upheld")), text=str(f.get("text") or ""),
+                                  penalty=str(f["penalty"]) if "penalty" in f else None)
+    if do == "rate":
+        stars = f["stars"]
+        if isinstance(stars, bool) or not isinstance(stars, int):
+            raise InvalidInput(f"stars: a whole number from 1 to 5, not {stars!r}")
+        return c.RateOrder(actor=actor, order_id=_order_id(r, f["order"]), stars=stars,
+                           comment=str(f.get("comment") or ""))
+    if do == "reply_rating":
+        return c.ReplyToRating(actor=actor, order_id=_order_id(r, f["order"]), text=str(f["text"]))
+    if do == "remind":
+        return c.RemindBuyer(actor=actor, order_id=_order_id(r, f["order"]))
     if do == "dispute_violation":
         return c.DisputeViolation(actor=actor, order_id=_order_id(r, f["order"]),
                                   name=str(f["violation"]), reason=str(f["reason"]))
@@ -257,7 +302,57 @@ def _command(r: Run, step: Step) -> c.Command:
     if do == "ship_replacement":
         return c.ShipReplacement(actor=actor, case_id=case_id, carrier=str(f["carrier"]),
                                  tracking=str(f["tracking"]))
+    return _intervention(r, step, actor, case_id)
+
+
+def _intervention(r: Run, step: Step, actor: Actor, case_id: str) -> c.Command:
+    f, do = step.fields, step.do
+    if do == "submit_evidence":
+        file = None
+        if "file" in f:
+            path = (r.base / str(f["file"])).resolve()
+            if r.service.blobs is None:
+                raise InvalidInput("no evidence store configured")
+            try:
+                stored = r.service.blobs.put_file(path)
+            except OSError as exc:
+                raise ScenarioError(step.line, f"file {f['file']}: {exc.strerror}") from None
+            file = c.EvidenceFile(sha256=stored.sha256, size=stored.size,
+                                  media_type=stored.media_type, filename=path.name)
+        return c.SubmitEvidence(actor=actor, case_id=case_id, kind=str(f["kind"]),
+                                text=str(f.get("text") or ""), file=file)
+    if do == "request_proof":
+        due = parse_due(f["due"], step.line) if "due" in f else None
+        return c.RequestProof(actor=actor, case_id=case_id, from_party=str(f["from"]), due=due)
+    if do == "rule":
+        return c.Rule(actor=actor, case_id=case_id, outcome=str(f["outcome"]),
+                      amount=_money(f["amount"], "amount") if "amount" in f else None,
+                      return_required=_flag(f, "return_required"),
+                      freight_payer=f.get("freight_payer"),
+                      seller_responsible=_flag(f, "seller_responsible"),
+                      penalty=str(f["penalty"]) if "penalty" in f else None,
+                      subjective=bool(_flag(f, "subjective")))
+    if do == "send_to_jury":
+        return c.SendToJury(actor=actor, case_id=case_id,
+                            seed=str(f["seed"]) if "seed" in f else f"scenario-{step.index}")
+    if do == "vote":
+        return c.Vote(actor=actor, case_id=case_id, side=str(f["side"]),
+                      reason=str(f.get("reason") or ""))
     raise NotSupported(f"{do} is not supported yet")
+
+
+def _flag(f: dict[str, Any], key: str) -> bool | None:
+    if key not in f:
+        return None
+    if not isinstance(f[key], bool):
+        raise InvalidInput(f"{key}: true or false, not {f[key]!r}")
+    return bool(f[key])
+
+
+def _complaint_id(r: Run, name: Any) -> str:
+    if str(name) not in r.complaints:
+        raise InvalidInput(f"unknown complaint {name!r} (not filed in this scenario)")
+    return r.complaints[str(name)]
 
 
 def _case_lines(r: Run, order_id: str, f: dict[str, Any]) -> tuple[tuple[int, int], ...] | None:

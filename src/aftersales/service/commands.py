@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from aftersales.domain.cases import Action
@@ -178,6 +178,7 @@ class Result:
     events: list[Published] = field(default_factory=list)
     order_id: str | None = None
     case_id: str | None = None
+    complaint_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,3 +223,139 @@ class ImportScans(Command):
 
     scans: tuple[RecordScan, ...]
     at: tuple[datetime, ...]  # each scan's own time
+
+
+# -- platform intervention (IN-1..IN-9) -----------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EvidenceFile:
+    """A file already in the evidence store (content-addressed; `BlobStore.put_*`)."""
+
+    sha256: str
+    size: int
+    media_type: str
+    filename: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitEvidence(CaseCommand):
+    """IN-5: a typed item with text and/or a stored file."""
+
+    ACTION = Action.SUBMIT_EVIDENCE
+    kind: str
+    text: str = ""
+    file: EvidenceFile | None = None
+
+    def args(self) -> Mapping[str, Any]:
+        file = None if self.file is None else {
+            "sha256": self.file.sha256, "size": self.file.size,
+            "media_type": self.file.media_type, "filename": self.file.filename}
+        return {"kind": self.kind, "text": self.text, "file": file}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestProof(CaseCommand):
+    """IN-4: staff ask a party to prove its claim by a deadline."""
+
+    ACTION = Action.REQUEST_PROOF
+    from_party: str
+    due: timedelta | None = None
+
+    def args(self) -> Mapping[str, Any]:
+        return {"from_party": self.from_party, "due": self.due}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule(CaseCommand):
+    """IN-6 / IN-7 / IN-9: staff decide the case."""
+
+    ACTION = Action.RULE
+    outcome: str
+    amount: Money | None = None
+    return_required: bool | None = None
+    freight_payer: str | None = None
+    seller_responsible: bool | None = None
+    penalty: str | None = None
+    subjective: bool = False  # IN-9: the complaint is subjective dissatisfaction
+
+    def args(self) -> Mapping[str, Any]:
+        return {"outcome": self.outcome, "amount": self.amount,
+                "return_required": self.return_required, "freight_payer": self.freight_payer,
+                "seller_responsible": self.seller_responsible, "penalty": self.penalty,
+                "subjective": self.subjective}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendToJury(CaseCommand):
+    """IN-3: staff hand the case to a public jury; the service draws the panel."""
+
+    ACTION = Action.SEND_TO_JURY
+    seed: str | None = None  # the draw's seed; random when absent (recorded either way)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vote(CaseCommand):
+    """IN-3: a juror on the panel votes for the buyer or the seller, with a reason."""
+
+    ACTION = Action.VOTE
+    side: str
+    reason: str
+
+    def args(self) -> Mapping[str, Any]:
+        return {"side": self.side, "reason": self.reason}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterUser(Command):
+    """An account and what jury eligibility looks at (IN-3, §9)."""
+
+    user_id: str
+    registered_at: datetime
+    verified: bool
+    standing: str = "good"
+
+
+# -- complaints (CP-1) and ratings (SR-3) ---------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Complain(Command):
+    order_id: str
+    kind: str
+    text: str = ""
+    complaint_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerComplaint(Command):
+    """The seller contests a complaint (IN-3: staff decide it)."""
+
+    complaint_id: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolveComplaint(Command):
+    """Staff uphold or dismiss a complaint, optionally with penalty points (§9)."""
+
+    complaint_id: str
+    upheld: bool
+    text: str = ""
+    penalty: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateOrder(Command):
+    order_id: str
+    stars: int
+    comment: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyToRating(Command):
+    order_id: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemindBuyer(Command):
+    """SR-2: the seller prompts the buyer to confirm receipt, a week after delivery."""
+
+    order_id: str

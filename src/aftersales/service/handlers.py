@@ -6,6 +6,7 @@ commits. A lost optimistic race raises `ConcurrencyConflict` and changes nothing
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,8 +15,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from aftersales.domain import violations
+from aftersales.domain import jury, violations
 from aftersales.domain.cases import ENTITLING_VIOLATIONS, Action, Case
+from aftersales.domain.complaints import Complaint, check_rating, check_reply
 from aftersales.domain.errors import InvalidInput, NotFound, WrongActor
 from aftersales.domain.orders import Order
 from aftersales.domain.types import (
@@ -30,21 +32,32 @@ from aftersales.domain.types import (
 from aftersales.policy import loader
 from aftersales.policy.model import Policy
 from aftersales.service.commands import (
+    AnswerComplaint,
     CaseCommand,
     ChooseOutOfStockOption,
     Command,
+    Complain,
     ConfirmReceipt,
     DeclareOutOfStock,
     DisputeViolation,
+    EvidenceFile,
     ImportScans,
     OpenCase,
     PlaceOrder,
     Published,
+    RateOrder,
     RecordScan,
+    RegisterUser,
+    RemindBuyer,
+    ReplyToRating,
+    ResolveComplaint,
     Result,
+    SendToJury,
     SetStock,
     Ship,
+    SubmitEvidence,
 )
+from aftersales.store.blobs import BlobStore
 from aftersales.store.repository import Repository, encode_changes
 from aftersales.store.uow import KeptConnections, UnitOfWork
 
@@ -75,8 +88,9 @@ class PolicySource:
 
 class Service:
     def __init__(self, engine: Engine, *, policies: PolicySource | None = None,
-                 ids: IdFactory = random_ids) -> None:
+                 ids: IdFactory = random_ids, blobs: BlobStore | None = None) -> None:
         self.engine = engine
+        self.blobs = blobs  # where evidence files live (IN-5); None: text-only evidence
         self.policies = policies or PolicySource()
         self.ids = ids
         self._pinned: dict[tuple[str, str], Policy] = {}
@@ -127,6 +141,10 @@ class Service:
             DeclareOutOfStock: self._declare_out_of_stock,
             ChooseOutOfStockOption: self._choose_out_of_stock, SetStock: self._set_stock,
             ImportScans: self._import_scans, DisputeViolation: self._dispute_violation,
+            RegisterUser: self._register_user, Complain: self._complain,
+            AnswerComplaint: self._complaint_action, ResolveComplaint: self._complaint_action,
+            RateOrder: self._rate, ReplyToRating: self._reply_to_rating,
+            RemindBuyer: self._remind,
         }
         try:
             return table[type(cmd)]
@@ -162,11 +180,13 @@ class Service:
         if cmd.weight_g is not None and cmd.weight_g <= 0:
             raise InvalidInput("weight_g must be positive")
         order.ship(cmd.actor, cmd.carrier, cmd.tracking, now, policy, cmd.weight_g)
+        # One read for both: the number's scans and the orders already using it.
+        scans, on_number = repo.tracking_trail(cmd.tracking)
         # The number's trail so far belongs to this parcel too (a reused number, SH-5).
-        for kind, city, at in repo.scans_of(cmd.tracking):
+        for kind, city, at in scans:
             order.scanned(ScanKind(kind), at, city)
         # SH-5: a tracking number already on other orders flags them all.
-        others = [o for o in repo.orders_by_tracking(cmd.tracking) if o != order.id]
+        others = [o for o in on_number if o != order.id]
         extra = self._settle(repo, order, now, tracking_orders=len(others) + 1)
         out = extra + _published("order", order.id, order.pending)
         repo.save_order(order)
@@ -181,15 +201,14 @@ class Service:
     def _scan(self, repo: Repository, cmd: RecordScan, now: datetime) -> Result:
         if cmd.actor.role is not Role.SYSTEM:
             raise InvalidInput("carrier scans come from the system (carrier feed)")
-        order_ids = repo.orders_by_tracking(cmd.tracking)
-        if not order_ids and not repo.is_known_tracking(cmd.tracking):
+        orders = repo.orders_on_tracking(cmd.tracking)  # the ids and the orders: one read
+        if not orders and not repo.is_known_tracking(cmd.tracking):
             raise NotFound(f"unknown tracking number {cmd.tracking!r}")
         repo.add_tracking_event(cmd.tracking, cmd.event.value, cmd.city, now)
         out: list[Published] = []
-        for order_id in order_ids:
-            order = repo.get_order(order_id)
+        for order in orders:
             order.scanned(cmd.event, now, cmd.city)
-            out += self._settle(repo, order, now, tracking_orders=len(order_ids))
+            out += self._settle(repo, order, now, tracking_orders=len(orders))
             out += _published("order", order.id, order.pending)
             repo.save_order(order)
         return Result(out)
@@ -276,7 +295,13 @@ class Service:
         # A timer that ran out before the worker got to it has already decided (silence is
         # an answer, RF-1): apply it first, then judge the action against the new state.
         case.on_deadline(now, policy, order)
-        case.act(cmd.ACTION, cmd.actor, now, policy, order, **cmd.args())
+        args = dict(cmd.args())
+        if isinstance(cmd, SendToJury):  # IN-3: the panel is drawn here, from the accounts
+            args.update(self._draw_panel(repo, case, now, policy, cmd.seed))
+        if isinstance(cmd, SubmitEvidence) and cmd.file is not None:
+            self._check_stored(cmd.file)
+        case.act(cmd.ACTION, cmd.actor, now, policy, order, **args)
+        self._project(repo, case, now)
         self._settle(repo, order, now, held=case)
         out = _published("case", case.id, case.pending) + _published("order", order.id,
                                                                       order.pending)
@@ -289,6 +314,105 @@ class Service:
         repo.save_case(case)
         repo.save_order(order)
         return Result(out, order_id=order.id, case_id=case.id)
+
+    # -- intervention (IN-3..IN-9) -----------------------------------------------------------
+    def _draw_panel(self, repo: Repository, case: Case, now: datetime, policy: Policy,
+                    seed: str | None) -> dict[str, Any]:
+        seed = seed or secrets.token_hex(8)
+        candidates = [a.id for a in repo.jury_candidates(now, policy)
+                      if jury.eligible(a, now, policy)]
+        linked = repo.linked_to(case.buyer_id, case.seller_id)
+        return {"panel": jury.draw(candidates, linked, policy.jury.panel_size, seed),
+                "seed": seed}
+
+    def _check_stored(self, file: EvidenceFile) -> None:
+        """The file a command names must be in the evidence store, as it says it is."""
+        if self.blobs is None:
+            raise InvalidInput("this service has no evidence store configured: text only",
+                               rule="IN-5")
+        if not self.blobs.exists(file.sha256):
+            raise NotFound(f"no stored evidence file {file.sha256}")
+        if self.blobs.media_type(file.sha256) != file.media_type:
+            raise InvalidInput(f"evidence file {file.sha256} is "
+                               f"{self.blobs.media_type(file.sha256)}, not {file.media_type}")
+
+    @staticmethod
+    def _project(repo: Repository, case: Case, now: datetime) -> None:
+        """Rows that list what the case log recorded: evidence items, jury seats and votes."""
+        first = case.seq - len(case.pending) + 1
+        for seq, event in enumerate(case.pending, start=first):
+            item = event.changes.get("evidence")
+            if item is not None:
+                repo.add_evidence(case.id, seq, str(event.actor), item, event.at)
+            if event.name == "SentToJury":
+                panel = event.changes["jury_panel"]
+                repo.add_jury_seats(case.id, panel, [f"jt_{secrets.token_hex(10)}"
+                                                     for _ in panel], event.at)
+            if "vote_reason" in event.changes:
+                repo.record_vote(case.id, event.actor.id, event.changes["jury_votes"][-1][1],
+                                 event.changes["vote_reason"], event.at)
+
+    def _register_user(self, repo: Repository, cmd: RegisterUser, now: datetime) -> Result:
+        if cmd.actor.role not in (Role.OPERATOR, Role.SYSTEM):
+            raise WrongActor(f"{cmd.actor} may not register accounts: operators do")
+        if cmd.standing not in jury.STANDINGS:
+            raise InvalidInput(f"standing is one of {', '.join(jury.STANDINGS)}, "
+                               f"not {cmd.standing!r}")
+        require_aware(cmd.registered_at, "registered_at")
+        if cmd.registered_at > now:
+            raise InvalidInput("an account cannot be registered in the future")
+        repo.put_user(jury.Account(cmd.user_id, cmd.registered_at, cmd.verified, cmd.standing))
+        return Result()
+
+    # -- complaints (CP-1) and ratings (SR-3) ------------------------------------------------
+    def _complain(self, repo: Repository, cmd: Complain, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        complaint = Complaint.file(complaint_id=cmd.complaint_id or self.ids("cmp"), order=order,
+                                   actor=cmd.actor, kind=cmd.kind, text=cmd.text, now=now,
+                                   open_kinds=repo.open_complaint_kinds(order.id))
+        out = _published("complaint", complaint.id, complaint.pending)
+        repo.add_complaint(complaint)
+        return Result(out, order_id=order.id, complaint_id=complaint.id)
+
+    def _complaint_action(self, repo: Repository, cmd: AnswerComplaint | ResolveComplaint,
+                          now: datetime) -> Result:
+        complaint = repo.get_complaint(cmd.complaint_id)
+        order = repo.get_order(complaint.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        if isinstance(cmd, AnswerComplaint):
+            complaint.act("respond", cmd.actor, now, policy, order, text=cmd.text)
+        else:
+            complaint.act("uphold" if cmd.upheld else "dismiss", cmd.actor, now, policy, order,
+                          text=cmd.text, penalty=cmd.penalty)
+        out = (_published("complaint", complaint.id, complaint.pending)
+               + _published("order", order.id, order.pending))
+        repo.save_complaint(complaint)
+        repo.save_order(order)
+        return Result(out, order_id=order.id, complaint_id=complaint.id)
+
+    def _rate(self, repo: Repository, cmd: RateOrder, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        order.on_deadline(now)  # an auto-confirm that is due completes the order first
+        comment = check_rating(order, cmd.actor, cmd.stars, cmd.comment)
+        self._settle(repo, order, now)
+        repo.save_order(order)
+        repo.add_rating(order.id, order.buyer_id, order.seller_id, cmd.stars, comment, now)
+        return Result(_published("order", order.id, order.pending), order_id=order.id)
+
+    def _remind(self, repo: Repository, cmd: RemindBuyer, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        order.on_deadline(now, policy)
+        order.remind(cmd.actor, now, policy)
+        self._settle(repo, order, now)
+        out = _published("order", order.id, order.pending)
+        repo.save_order(order)
+        return Result(out, order_id=order.id)
+
+    def _reply_to_rating(self, repo: Repository, cmd: ReplyToRating, now: datetime) -> Result:
+        order = repo.get_order(cmd.order_id)
+        repo.reply_to_rating(order.id, check_reply(order, cmd.actor, cmd.text), now)
+        return Result(order_id=order.id)
 
     # -- shipping rules (SH-2..SH-6, SH-9) ---------------------------------------------------
     def _settle(self, repo: Repository, order: Order, now: datetime,
@@ -319,6 +443,7 @@ class Service:
         live = order.status is not OrderStatus.CLOSED
         order.check_at = (violations.next_check(order.facts(), policy, now,
                                                 frozenset(order.violations)) if live else None)
+        order.plan_follow_up(now, policy)  # SR-2: remind the buyer a week after delivery
         return out
 
     # -- deadlines (the worker calls these) ---------------------------------------------------

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case as sql_case
+from sqlalchemy import func, select
 
 from aftersales.domain.cases import Case
 from aftersales.domain.money import Money
@@ -34,6 +35,7 @@ def order_view(order: Order, tz: tzinfo | None = None,
         "mode": order.mode.value, "ship_by": _iso(order.ship_by, tz),
         "shipped_at": _iso(order.shipped_at, tz), "delivered_at": _iso(order.delivered_at, tz),
         "completed_at": _iso(order.completed_at, tz),
+        "reminded_at": _iso(order.reminded_at, tz),
         "carrier": order.carrier, "tracking": order.tracking_no,
         "violations": [v["name"] for v in found], "compensation": str(compensation),
         "violation_details": [
@@ -60,11 +62,29 @@ def case_view(case: Case, tz: tzinfo | None = None) -> dict[str, Any]:
         "deadline_kind": case.deadline_kind,
         "offer": str(case.offer) if case.offer is not None else None,
         "policy": {"id": case.policy_id, "version": case.policy_version},
+        # platform intervention (IN-1..IN-9)
+        "escalated_by": case.escalated_by, "staff_due": _iso(case.staff_due, tz),
+        "proof_from": case.proof_from, "proof_due": _iso(case.proof_due, tz),
+        "proof_requests": case.proof_requests,
+        "evidence": {"buyer": case.buyer_evidence, "seller": case.seller_evidence},
+        "jury": {"panel": len(case.jury_panel),
+                 "buyer": sum(1 for _, side in case.jury_votes if side == "buyer"),
+                 "seller": sum(1 for _, side in case.jury_votes if side == "seller")},
+        "penalty": case.penalty,
     }
 
 
+def complaint_view(row: Mapping[str, Any], tz: tzinfo | None = None) -> dict[str, Any]:
+    return {"id": row["id"], "order": row["order_id"], "kind": row["kind"],
+            "status": row["status"], "text": row["text"],
+            "seller_response": row["seller_response"], "opened_at": _iso(row["opened_at"], tz),
+            "resolved_at": _iso(row["resolved_at"], tz), "penalty": row["penalty"],
+            "points": row["points"]}
+
+
 def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str, str],
-                tz: tzinfo | None = None) -> dict[str, Any]:
+                tz: tzinfo | None = None, complaints: Mapping[str, str] | None = None
+                ) -> dict[str, Any]:
     """The SCENARIOS.md final state for the named orders and cases (name -> engine id)."""
     order_objs = {name: repo.get_order(oid) for name, oid in orders.items()}
     case_objs = {name: repo.get_case(cid) for name, cid in cases.items()}
@@ -72,9 +92,6 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
     zero = Money.zero(currency)
     sums: dict[str, Money] = defaultdict(lambda: zero)
     buyers: dict[str, dict[str, Money]] = defaultdict(lambda: defaultdict(lambda: zero))
-    sellers: dict[str, dict[str, Any]] = {}
-    points: dict[str, int] = defaultdict(int)
-    seller_paid: dict[str, Money] = defaultdict(lambda: zero)
     ids = [o.id for o in order_objs.values()]
     rows = repo.conn.execute(select(t.ledger).where(t.ledger.c.order_id.in_(ids))).mappings()
     for row in rows:
@@ -84,32 +101,22 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
         if kind in ("refund", "compensation", "coupon"):
             key = {"refund": "refunded", "compensation": "compensation", "coupon": "coupons"}[kind]
             buyers[row["buyer_id"]][key] += amount
-        if kind in ("compensation", "coupon"):  # SH-6: what the seller paid, from the ledger
-            seller_paid[row["seller_id"]] += amount
-        points[row["seller_id"]] += row["points"]
+    sellers = {}
     for order in order_objs.values():
-        sellers.setdefault(order.seller_id, {
-            "penalty_points": points[order.seller_id], "dispute_refunds": 0, "ship_timeouts": 0,
-            "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
-            "lost_or_stalled": 0, "compensation_paid": str(seller_paid[order.seller_id])})
+        if order.seller_id not in sellers:
+            sellers[order.seller_id] = seller_record(repo, order.seller_id, currency=currency)
         buyers[order.buyer_id]
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    counters = {"ship_timeout": "ship_timeouts", "pickup_timeout": "pickup_timeouts",
-                "fake_shipment": "fake_shipments", "out_of_stock": "out_of_stock"}
-    for v in repo.violations_of(ids):  # SR-1: violations count on the seller's record
+    for v in repo.violations_of(ids):
         found[v["order_id"]].append(v)
-        record = sellers[v["seller_id"]]
-        if v["name"] in counters:
-            record[counters[v["name"]]] += 1
-        if v["name"] in ("lost_parcel", "stalled_parcel"):
-            record["lost_or_stalled"] += 1
-    for case in case_objs.values():
-        if (case.decided_by in ("staff", "jury") and case.seller_responsible
-                and case.refunded.is_positive):
-            sellers[case.seller_id]["dispute_refunds"] += 1  # IN-8
+    by_id = {row["id"]: row for row in repo.complaints_of_orders(ids)}
     return {
         "orders": {name: order_view(o, tz, found[o.id]) for name, o in order_objs.items()},
-        "cases": {name: case_view(c, tz) for name, c in case_objs.items()},
+        "cases": {name: {**case_view(c, tz), "log": [e.name for e in repo.case_events(c.id)]}
+                  for name, c in case_objs.items()},
+        "complaints": {name: {**complaint_view(by_id[cid], tz),
+                              "log": [e.name for e in repo.complaint_events(cid)]}
+                       for name, cid in (complaints or {}).items() if cid in by_id},
         "sellers": sellers,
         "buyers": {b: {k: str(v[k]) for k in ("refunded", "compensation", "coupons")}
                    for b, v in buyers.items()},
@@ -117,6 +124,71 @@ def final_state(repo: Repository, orders: Mapping[str, str], cases: Mapping[str,
                    "compensation": str(sums["compensation"]), "coupons": str(sums["coupon"])},
     }
 
+
+VIOLATION_COUNTERS = {"ship_timeout": "ship_timeouts", "pickup_timeout": "pickup_timeouts",
+                      "fake_shipment": "fake_shipments", "out_of_stock": "out_of_stock",
+                      "lost_parcel": "lost_or_stalled", "stalled_parcel": "lost_or_stalled"}
+
+
+def seller_record(repo: Repository, seller_id: str, start: datetime | None = None,
+                  end: datetime | None = None, currency: str = "CNY") -> dict[str, Any]:
+    """SR-1 / IN-8 / SR-3: a seller's record over [start, end) (all time without bounds):
+    dispute refunds decided against them by the platform (staff, jury, or a party's missing
+    proof) and their rate per paid order, shipping violations, out-of-stock declarations,
+    penalty points and compensation from the ledger, complaints, and buyer ratings."""
+
+    def within(col: Any) -> list[Any]:
+        return [c for c in ((col >= start) if start else None, (col < end) if end else None)
+                if c is not None]
+
+    o, cs, lg, v, cp, rt = t.orders, t.cases, t.ledger, t.violations, t.complaints, t.ratings
+    conn = repo.conn
+    paid_orders = conn.execute(select(func.count()).select_from(o).where(
+        o.c.seller_id == seller_id, *within(o.c.placed_at))).scalar_one()
+    disputes = conn.execute(select(func.count(), func.coalesce(func.sum(cs.c.refunded), 0))
+                            .where(cs.c.seller_id == seller_id, cs.c.escalated_by.is_not(None),
+                                   cs.c.decided_by.in_(("staff", "jury", "timeout")),
+                                   cs.c.seller_responsible.is_(True), cs.c.refunded > 0,
+                                   *within(cs.c.closed_at))).one()
+    escalated = conn.execute(select(func.count()).select_from(cs).where(
+        cs.c.seller_id == seller_id, cs.c.escalated_by.is_not(None),
+        *within(cs.c.opened_at))).scalar_one()
+    record: dict[str, Any] = {
+        "seller": seller_id, "from": start.isoformat() if start else None,
+        "to": end.isoformat() if end else None, "paid_orders": paid_orders,
+        "dispute_refunds": disputes[0],  # IN-8: 纠纷退款笔数
+        "dispute_refund_amount": str(Money(int(disputes[1]), currency)),
+        "dispute_rate": round(disputes[0] / paid_orders, 4) if paid_orders else 0.0,
+        "escalated_cases": escalated,
+        "ship_timeouts": 0, "pickup_timeouts": 0, "fake_shipments": 0, "out_of_stock": 0,
+        "lost_or_stalled": 0,
+    }
+    for name, count in conn.execute(select(v.c.name, func.count()).where(
+            v.c.seller_id == seller_id, *within(v.c.detected_at)).group_by(v.c.name)):
+        if name in VIOLATION_COUNTERS:
+            record[VIOLATION_COUNTERS[name]] += count
+    points, paid = conn.execute(select(
+        func.coalesce(func.sum(lg.c.points), 0),
+        func.coalesce(func.sum(sql_case((lg.c.kind.in_(("compensation", "coupon")), lg.c.amount),
+                                    else_=0)), 0))
+        .where(lg.c.seller_id == seller_id, *within(lg.c.at))).one()
+    record["penalty_points"] = int(points)
+    record["compensation_paid"] = str(Money(int(paid), currency))
+    complaints: dict[str, int] = dict(conn.execute(select(cp.c.status, func.count()).where(
+        cp.c.seller_id == seller_id, *within(cp.c.opened_at)).group_by(cp.c.status)).all())
+    record["complaints"] = sum(complaints.values())
+    record["complaints_upheld"] = complaints.get("upheld", 0)
+    stars: dict[int, int] = dict(conn.execute(select(rt.c.stars, func.count()).where(
+        rt.c.seller_id == seller_id, *within(rt.c.rated_at)).group_by(rt.c.stars)).all())
+    count = sum(stars.values())
+    record["ratings"] = {
+        "count": count,
+        "average": round(sum(k * n for k, n in stars.items()) / count, 2) if count else None,
+        "by_stars": {str(k): stars.get(k, 0) for k in range(1, 6)},
+        "replied": conn.execute(select(func.count()).select_from(rt).where(
+            rt.c.seller_id == seller_id, rt.c.reply.is_not(None),
+            *within(rt.c.rated_at))).scalar_one()}
+    return record
 
 
 def seller_todo(repo: Repository, seller_id: str, now: datetime, hours: int,

@@ -31,8 +31,9 @@ RETURNING, paramstyles other than qmark/format/named/pyformat, and connections w
 
 Using it from a new repository method: build the statement once at module level, with
 `bindparam("b_...")` for the WHERE values and the parameter keys for the columns, and call
-`execute(self.conn, STMT, {...})` (returns the row count), `executemany(self.conn, STMT, rows)`
-or `fetch(self.conn, STMT, {...})`. Statements built per call (`where(col == value)`) belong on
+`execute(self.conn, STMT, {...})` (returns the row count), `executemany(self.conn, STMT, rows)`,
+`fetch(self.conn, STMT, {...})` (dicts) or `fetch_values(self.conn, STMT, {...})` (lists, read by
+position: `positions(STMT)`; cheaper for wide rows). Statements built per call (`where(col == value)`) belong on
 `conn.execute`: here each would be a new plan (the cache is emptied when it grows past
 _MAX_PLANS, so that is slow, not a leak).
 """
@@ -258,14 +259,7 @@ def fetch(conn: Connection, stmt: Executable, params: Params | None = None
     plan = _plan_for(conn, stmt, tuple(params))
     if plan is None or plan.result_keys is None:
         return [dict(r) for r in conn.execute(stmt, params).mappings()]
-    cursor = _cursor_call(conn, plan, params, False)
-    try:
-        raw = cursor.fetchall()
-        procs = plan.result_procs
-        if procs is None:
-            procs = plan.result_procs = _result_processors(conn.dialect, plan, cursor)
-    except BaseException as e:
-        _failed(conn, e, plan.sql, None, cursor)
+    raw, procs = _fetched(conn, plan, params)
     keys = plan.result_keys
     if not procs:
         return [dict(zip(keys, row, strict=True)) for row in raw]
@@ -276,6 +270,46 @@ def fetch(conn: Connection, stmt: Executable, params: Params | None = None
             values[i] = proc(values[i])
         out.append(dict(zip(keys, values, strict=True)))
     return out
+
+
+def fetch_values(conn: Connection, stmt: Executable, params: Params | None = None
+                 ) -> list[list[Any]]:
+    """Rows of a prebuilt SELECT as lists of values in the statement's column order (the
+    values `fetch` would put in its dicts, without building them: for wide rows read by
+    position, see `positions`)."""
+    params = params or {}
+    plan = _plan_for(conn, stmt, tuple(params))
+    if plan is None or plan.result_keys is None:
+        return [list(r) for r in conn.execute(stmt, params)]
+    raw, procs = _fetched(conn, plan, params)
+    if not procs:
+        return [list(row) for row in raw]
+    out = []
+    for row in raw:
+        values = list(row)
+        for i, proc in procs:
+            values[i] = proc(values[i])
+        out.append(values)
+    return out
+
+
+def positions(stmt: Any) -> dict[str, int]:
+    """Column key -> position in the rows `fetch_values` returns for this SELECT."""
+    return {col.key: i for i, col in enumerate(stmt.selected_columns)}
+
+
+def _fetched(conn: Connection, plan: _Plan, params: Params
+             ) -> tuple[list[Any], list[tuple[int, Callable[[Any], Any]]]]:
+    """Run a SELECT plan: the driver's rows and the result processors to apply to them."""
+    cursor = _cursor_call(conn, plan, params, False)
+    try:
+        raw = cursor.fetchall()
+        procs = plan.result_procs
+        if procs is None:
+            procs = plan.result_procs = _result_processors(conn.dialect, plan, cursor)
+    except BaseException as e:
+        _failed(conn, e, plan.sql, None, cursor)
+    return raw, procs
 
 
 def _result_processors(dialect: Dialect, plan: _Plan, cursor: Any

@@ -9,9 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from aftersales.domain import codec
@@ -35,8 +46,10 @@ from aftersales.domain.types import (
 )
 from aftersales.policy import loader
 from aftersales.policy.model import Policy
+from aftersales.store import audit
 from aftersales.store import tables as t
-from aftersales.store.fastsql import execute, executemany, fetch
+from aftersales.store.fastsql import execute, executemany, fetch, fetch_values, positions
+from aftersales.store.records import RecordsStore
 
 _CASE_SCALARS = (
     "id", "order_id", "buyer_id", "seller_id", "decided_by", "received", "opened_at",
@@ -44,7 +57,8 @@ _CASE_SCALARS = (
     "seller_responsible", "policy_id", "policy_version", "description", "deadline",
     "deadline_kind", "return_address", "return_carrier", "return_tracking", "return_method",
     "replacement_carrier", "replacement_tracking", "rejection_reason", "escalated_by",
-    "version", "seq",
+    "version", "seq", "staff_due", "proof_from", "proof_due", "proof_requests",
+    "buyer_evidence", "seller_evidence", "penalty", "log_head",
 )
 _ORDER_SCALARS = (
     "id", "buyer_id", "seller_id", "currency", "ship_to_city", "placed_at", "ship_by",
@@ -52,6 +66,7 @@ _ORDER_SCALARS = (
     "auto_confirm_paused_at", "carrier", "tracking_no", "policy_id", "policy_version",
     "version", "seq", "declared_weight_g", "first_scan_at", "first_pickup_at", "last_scan_at",
     "delivery_city", "lost_at", "refund_requested_at", "oos_answer_due", "oos_choice",
+    "reminded_at",
 )
 _ORDER_LABELS = tuple((k, f"o_{k}") for k in _ORDER_SCALARS)  # as _SELECT_ORDER names them
 # Order state written on every save (besides version/seq and the deadline columns).
@@ -112,12 +127,45 @@ _TAKE_STOCK = (update(_S).where(_S.c.seller_id == bindparam("b_seller"),
                                 _S.c.sku == bindparam("b_sku"),
                                 _S.c.quantity >= bindparam("b_qty"))
                .values(quantity=_S.c.quantity - bindparam("b_qty")))
+# SQLite: the same decrement guarded by the table's CHECK (quantity >= 0) alone (see take_stock).
+_TAKE_STOCK_CHECKED = (update(_S).where(_S.c.seller_id == bindparam("b_seller"),
+                                        _S.c.sku == bindparam("b_sku"))
+                       .values(quantity=_S.c.quantity - bindparam("b_qty")))
 _STOCK_LEFT = select(_S.c.quantity).where(_S.c.seller_id == bindparam("b_seller"),
                                           _S.c.sku == bindparam("b_sku"))
 _TE = t.tracking_events
 _SCANS_OF = (select(_TE.c.kind, _TE.c.city, _TE.c.at)
              .where(_TE.c.tracking_no == bindparam("b_tracking"))
              .order_by(_TE.c.at, _TE.c.id))
+# A tracking number's scans (src 0, oldest first, as _SCANS_OF) and the orders its outbound
+# parcel is on (src 1, as _OUTBOUND_BY_TRACKING): what a shipment checks, in one round trip.
+_SH = t.shipments
+_TRAIL = union_all(
+    select(literal_column("0").label("src"), _TE.c.kind, _TE.c.city, _TE.c.at,
+           _TE.c.id.label("n"), null().label("order_id"))
+    .where(_TE.c.tracking_no == bindparam("b_tracking")),
+    select(literal_column("1"), null(), null(), null(), null(), _SH.c.order_id)
+    .where(_SH.c.tracking_no == bindparam("b_tracking"), _SH.c.kind == "outbound"),
+).order_by("src", "at", "n")
+# The orders _OUTBOUND_BY_TRACKING names, each with its lines as _SELECT_ORDER reads them (a
+# scan loads them all in one round trip instead of the ids and then each order).
+_ORDERS_ON_TRACKING = (
+    select(*_ORDER_AND_LINES).select_from(_O.outerjoin(_L, _L.c.order_id == _O.c.id))
+    .where(_O.c.id.in_(select(_SH.c.order_id).where(
+        _SH.c.tracking_no == bindparam("b_tracking"), _SH.c.kind == "outbound")))
+    .order_by(_O.c.id, _L.c.line_no))
+# Reading those rows by position (`fetch_values`): no dict per row, one C call per order and
+# per line for the values.
+_OL_POS = positions(_SELECT_ORDER)
+assert positions(_ORDERS_ON_TRACKING) == _OL_POS
+_ORDER_VALUES = itemgetter(*(_OL_POS[label] for _, label in _ORDER_LABELS))
+_LINE_VALUES = itemgetter(*(_OL_POS[f"l_{k}"] for k in (
+    "line_no", "sku", "title", "qty", "unit_price", "paid", "refunded", "no_reason_7d",
+    "category", "warranty_days", "warranty_kind", "open_case_id", "after_sales_used",
+    "weight_g")))
+_P_ID, _P_CURRENCY, _P_MODE, _P_STATUS, _P_GAP, _P_VIOLATIONS, _P_OOS = (
+    _OL_POS[f"o_{k}"] for k in ("id", "currency", "mode", "status", "max_scan_gap_s",
+                                "violations", "oos_lines"))
 
 
 # A command encodes each new event's changes twice: for its caller (`Published.data`) and for
@@ -149,17 +197,37 @@ def _events_rows(owner: str, owner_id: str, first_seq: int, events: Sequence[Eve
     ]
 
 
-class Repository:
+class Repository(RecordsStore):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._policies: dict[tuple[str, str], Policy] = {}
 
     # -- orders -------------------------------------------------------------------------------
     def get_order(self, order_id: str) -> Order:
-        rows = fetch(self.conn, _SELECT_ORDER, {"b_id": order_id})
+        rows = fetch_values(self.conn, _SELECT_ORDER, {"b_id": order_id})
         if not rows:
             raise NotFound(f"unknown order {order_id!r}")
-        return self._order_from_rows(rows)
+        return self._order_from_values(rows)
+
+    @staticmethod
+    def _order_from_values(rows: Sequence[Sequence[Any]]) -> Order:
+        """`_order_from_rows` for rows of `_ORDER_AND_LINES` read by position."""
+        row = rows[0]
+        cur = row[_P_CURRENCY]
+        gap = row[_P_GAP]
+        return Order(
+            **dict(zip(_ORDER_SCALARS, _ORDER_VALUES(row), strict=True)),
+            mode=ShippingMode(row[_P_MODE]), status=OrderStatus(row[_P_STATUS]),
+            lines=[OrderLine(no, sku, title, qty, Money(unit, cur), Money(paid, cur),
+                             Money(refunded, cur), no_reason, category, w_days, w_kind, case_id,
+                             used, weight)
+                   for (no, sku, title, qty, unit, paid, refunded, no_reason, category, w_days,
+                        w_kind, case_id, used, weight) in map(_LINE_VALUES, rows)
+                   if no is not None],
+            max_scan_gap=timedelta(seconds=gap) if gap is not None else None,
+            violations=tuple(row[_P_VIOLATIONS] or ()),
+            oos_lines=tuple(row[_P_OOS] or ()),
+        )
 
     @staticmethod
     def _order_from_rows(rows: Sequence[Any]) -> Order:
@@ -248,6 +316,29 @@ class Repository:
         rows = fetch(self.conn, _OUTBOUND_BY_TRACKING, {"b_tracking": tracking_no})
         return sorted({r["order_id"] for r in rows})
 
+    def orders_on_tracking(self, tracking_no: str) -> list[Order]:
+        """The orders `orders_by_tracking` names, in its order, each as `get_order` loads it:
+        one round trip."""
+        rows = fetch_values(self.conn, _ORDERS_ON_TRACKING, {"b_tracking": tracking_no})
+        by_id: dict[str, list[list[Any]]] = {}
+        for row in rows:
+            by_id.setdefault(row[_P_ID], []).append(row)
+        # sorted here, not by the database's collation: the same order as orders_by_tracking
+        return [self._order_from_values(by_id[k]) for k in sorted(by_id)]
+
+    def tracking_trail(self, tracking_no: str
+                       ) -> tuple[list[tuple[str, str | None, datetime]], list[str]]:
+        """`scans_of` and `orders_by_tracking` of one number, in one round trip."""
+        scans: list[tuple[str, str | None, datetime]] = []
+        order_ids: set[str] = set()
+        for src, kind, city, at, _n, order_id in fetch_values(
+                self.conn, _TRAIL, {"b_tracking": tracking_no}):
+            if src == 0:
+                scans.append((kind, city, at))
+            else:
+                order_ids.add(order_id)
+        return scans, sorted(order_ids)
+
     def add_shipment(self, order_id: str, kind: str, carrier: str, tracking_no: str,
                      at: datetime, weight_g: int | None = None,
                      case_id: str | None = None) -> None:
@@ -288,6 +379,8 @@ class Repository:
             amount=Money(row["amount"], cur), refunded=Money(row["refunded"], cur),
             offer=Money(row["offer"], cur) if row["offer"] is not None else None,
             rules=tuple(row["rules"]),
+            jury_panel=tuple(row["jury_panel"] or ()),
+            jury_votes=tuple((str(j), str(v)) for j, v in row["jury_votes"] or ()),
         )
 
     def _case_values(self, case: Case) -> dict[str, Any]:
@@ -298,10 +391,12 @@ class Repository:
             "currency": case.amount.currency, "amount": case.amount.minor,
             "refunded": case.refunded.minor,
             "offer": case.offer.minor if case.offer is not None else None,
-            "rules": list(case.rules),
+            "rules": list(case.rules), "jury_panel": list(case.jury_panel),
+            "jury_votes": [list(v) for v in case.jury_votes],
         }
 
     def add_case(self, case: Case) -> None:
+        rows = self._chained_rows(case)
         values = self._case_values(case)
         values["version"] = 1
         try:
@@ -309,24 +404,38 @@ class Repository:
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} already exists") from None
         case.version = 1
-        self._flush_case(case)
+        self._flush_case(case, rows)
 
     def save_case(self, case: Case) -> None:
         if not case.pending:
             return
+        rows = self._chained_rows(case)
         values = self._case_values(case)
         values.update(version=case.version + 1, b_id=case.id, b_version=case.version)
         if execute(self.conn, _UPDATE_CASE, values) != 1:
             raise ConcurrencyConflict(f"case {case.id} was changed by someone else; "
                                       "nothing was applied")
         case.version += 1
-        self._flush_case(case)
+        self._flush_case(case, rows)
 
-    def _flush_case(self, case: Case) -> None:
+    @staticmethod
+    def _chained_rows(case: Case) -> list[dict[str, Any]]:
+        """The log rows of the case's new events, each committing to the one before it (the
+        first to GENESIS); moves `case.log_head`, which the case row stores with them."""
         first = case.seq - len(case.pending) + 1
+        rows = _events_rows("case", case.id, first, case.pending)
+        head = case.log_head or audit.GENESIS
+        for row in rows:
+            row["prev_hash"] = head
+            head = row["hash"] = audit.entry_hash(head, case.id, row["seq"], row["name"],
+                                                  row["at"], row["actor"], row["rule"],
+                                                  row["changes"])
+        case.log_head = head
+        return rows
+
+    def _flush_case(self, case: Case, rows: list[dict[str, Any]]) -> None:
         try:
-            executemany(self.conn, _INSERT_CASE_EVENTS,
-                        _events_rows("case", case.id, first, case.pending))
+            executemany(self.conn, _INSERT_CASE_EVENTS, rows)
         except IntegrityError:
             raise ConcurrencyConflict(f"case {case.id} log moved on; nothing was applied") from None
         case.pending.clear()
@@ -453,11 +562,21 @@ class Repository:
                                                      quantity=quantity))
 
     def take_stock(self, seller_id: str, sku: str, qty: int) -> None:
-        """Decrement atomically, never below zero: the UPDATE only matches while enough is
-        left, so two concurrent payments cannot both take the last unit. A sku with no stock
-        row is unlimited."""
+        """Decrement atomically, never below zero (the UPDATE only matches while enough is
+        left; on SQLite the table's CHECK refuses it), so two concurrent payments cannot both
+        take the last unit. A sku with no stock row is unlimited."""
         key = {"b_seller": seller_id, "b_sku": sku}
-        if execute(self.conn, _TAKE_STOCK, {**key, "b_qty": qty}) == 1:
+        if self.conn.dialect.name == "sqlite":
+            # One statement in the usual cases: a decrement below zero breaks the stock
+            # table's CHECK (quantity >= 0), and SQLite undoes just that statement, so no match
+            # means no stock row (unlimited) without reading the row again. (On PostgreSQL the
+            # error would abort the transaction: there the WHERE guards the decrement.)
+            try:
+                execute(self.conn, _TAKE_STOCK_CHECKED, {**key, "b_qty": qty})
+                return
+            except IntegrityError:
+                pass  # not enough left: say how many below
+        elif execute(self.conn, _TAKE_STOCK, {**key, "b_qty": qty}) == 1:
             return
         left = next((r["quantity"] for r in fetch(self.conn, _STOCK_LEFT, key)), None)
         if left is not None:

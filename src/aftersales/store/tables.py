@@ -161,6 +161,7 @@ orders = Table(
     Column("oos_lines", Json, nullable=False, server_default="[]"),  # OS-1, awaiting the buyer
     Column("oos_answer_due", UTCDateTime),  # OS-2
     Column("oos_choice", String(16)),
+    Column("reminded_at", UTCDateTime),  # SR-2
     Column("policy_id", String(64), nullable=False),
     Column("policy_version", String(64), nullable=False),
     Column("next_deadline", UTCDateTime, index=True),
@@ -250,13 +251,24 @@ cases = Table(
     Column("replacement_tracking", String(128)),
     Column("rejection_reason", Text),
     Column("escalated_by", String(16)),
+    # platform intervention (IN-3..IN-9)
+    Column("staff_due", UTCDateTime, index=True),  # the staff queue's order
+    Column("proof_from", String(8)),
+    Column("proof_due", UTCDateTime),
+    Column("proof_requests", Integer, nullable=False, server_default="0"),
+    Column("buyer_evidence", Integer, nullable=False, server_default="0"),
+    Column("seller_evidence", Integer, nullable=False, server_default="0"),
+    Column("jury_panel", Json, nullable=False, server_default="[]"),
+    Column("jury_votes", Json, nullable=False, server_default="[]"),
+    Column("penalty", String(32)),
+    Column("log_head", String(64), nullable=False, server_default=""),  # tamper evidence
     Column("version", Integer, nullable=False),
     Column("seq", Integer, nullable=False),
     CheckConstraint("refunded >= 0 AND refunded <= amount", name="refund_within_amount"),
 )
 
 
-def _event_table(name: str, owner: str) -> Table:
+def _event_table(name: str, owner: str, *extra: Column[Any]) -> Table:
     """An append-only log: (owner, seq) is unique, rows are only ever inserted."""
     return Table(
         name, metadata,
@@ -268,12 +280,16 @@ def _event_table(name: str, owner: str) -> Table:
         Column("actor", String(80), nullable=False),
         Column("rule", String(48)),
         Column("changes", Json, nullable=False),
+        *extra,
         UniqueConstraint(f"{owner}_id", "seq"),
     )
 
 
-case_events = _event_table("case_events", "case")
+# A case's log is hash-chained: each entry commits to the one before it (store/audit.py).
+case_events = _event_table("case_events", "case", Column("prev_hash", String(64)),
+                           Column("hash", String(64)))
 order_events = _event_table("order_events", "order")
+complaint_events = _event_table("complaint_events", "complaint")
 
 violations = Table(
     "violations", metadata,
@@ -319,4 +335,76 @@ ledger = Table(
     Column("rule", String(48)),
     Column("at", UTCDateTime, nullable=False),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
+)
+
+
+# -- platform intervention (IN-1..IN-9), complaints (CP-1), seller record (SR-1..SR-3) -------------
+
+evidence = Table(  # IN-5: a projection of EvidenceSubmitted events, for listing and access checks
+    "evidence", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", String(64), ForeignKey("cases.id"), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),  # the case log entry that recorded it
+    Column("party", String(8), nullable=False),  # buyer | seller
+    Column("actor", String(80), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("sha256", String(64), index=True),  # the stored file (content-addressed)
+    Column("size", BigInteger),
+    Column("media_type", String(64)),
+    Column("filename", String(256)),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+users = Table(  # accounts with what jury eligibility looks at (IN-3, §9)
+    "users", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("standing", String(16), nullable=False),  # good | poor | suspended
+)
+
+jury_seats = Table(  # IN-3: who sits on which panel; a juror's tasks are found by task_id
+    "jury_seats", metadata,
+    Column("case_id", String(64), ForeignKey("cases.id"), nullable=False),
+    Column("juror_id", String(64), nullable=False, index=True),
+    Column("task_id", String(64), nullable=False, unique=True),
+    Column("drawn_at", UTCDateTime, nullable=False),
+    Column("side", String(8)),
+    Column("reason", Text),
+    Column("voted_at", UTCDateTime),
+    PrimaryKeyConstraint("case_id", "juror_id"),
+)
+
+complaints = Table(  # CP-1, handled by staff (IN-3)
+    "complaints", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.id"), nullable=False, index=True),
+    Column("buyer_id", String(64), nullable=False, index=True),
+    Column("seller_id", String(64), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # open | upheld | dismissed
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("seller_response", Text),
+    Column("resolved_at", UTCDateTime),
+    Column("resolved_by", String(80)),
+    Column("resolution", Text),
+    Column("penalty", String(32)),
+    Column("points", Integer, nullable=False, server_default="0"),
+    Column("version", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+
+ratings = Table(  # SR-3: one rating per order after completion, one seller reply
+    "ratings", metadata,
+    Column("order_id", String(64), ForeignKey("orders.id"), primary_key=True),
+    Column("buyer_id", String(64), nullable=False),
+    Column("seller_id", String(64), nullable=False, index=True),
+    Column("stars", Integer, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("rated_at", UTCDateTime, nullable=False),
+    Column("reply", Text),
+    Column("replied_at", UTCDateTime),
+    CheckConstraint("stars BETWEEN 1 AND 5", name="stars_1_to_5"),
 )
