@@ -24,12 +24,15 @@ SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 SCENARIOS = sorted(SCENARIO_DIR.glob("*.yaml"))
 FINAL_STATE_KEYS = {"policy", "clock", "orders", "cases", "sellers", "buyers", "ledger"}
 
-# Rule ids of RULES.md sections 3, 4 and 5, plus the §9 timers and the offer flow, that must
+# Rule ids of RULES.md sections 3 to 8, plus the §9 timers and the offer flow, that must
 # each have at least one scenario file (`# rule: <id>` on the first line).
 REQUIRED_RULES = [
     "AS-1", "AS-2", "AS-3", "AS-4", "AS-5", "AS-6", "AS-7",
     "RF-1", "RF-2", "RF-3", "RF-4", "RF-5", "RF-6", "RF-7",
-    "FR-1", "FR-2", "FR-3", "FR-4", "IN-2",
+    "FR-1", "FR-2", "FR-3", "FR-4",
+    # sections 6-8: intervention, complaints, seller record
+    "IN-1", "IN-2", "IN-3", "IN-4", "IN-5", "IN-6", "IN-7", "IN-8", "IN-9",
+    "CP-1", "CP-2", "SR-1", "SR-2", "SR-3", "§9 vote_window",
     "§9 buyer_after_rejection", "§9 buyer_offer_response", "§9 auto_confirm_receipt",
     "§9 seller_send_replacement", "(offer)",
 ]

@@ -511,7 +511,7 @@ class Order:
         if (self.status is not OrderStatus.DELIVERED or self.delivered_at is None
                 or self.reminded_at is not None):
             return None
-        due = self.delivered_at + policy.deadlines.follow_up_after_delivery
+        due = self.delivered_at + policy.deadlines.auto_follow_up_after_delivery
         if due > now:
             self.follow_up_at = due
             return None

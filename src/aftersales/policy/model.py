@@ -74,7 +74,8 @@ class Deadlines(_Frozen):
     seller_send_replacement: Duration  # RF-7: silence = refund instead
     auto_confirm_receipt: Duration  # §9: after shipment
     seller_escalation_after: Duration  # IN-2
-    follow_up_after_delivery: Duration  # SR-2
+    follow_up_after_delivery: Duration  # SR-2: the seller may prompt the buyer from then
+    auto_follow_up_after_delivery: Duration  # SR-2: the system reminds when the seller did not
     out_of_stock_answer: Duration  # OS-2: buyer's time to choose before the default applies
 
     @model_validator(mode="after")
@@ -82,6 +83,9 @@ class Deadlines(_Frozen):
         zero = [name for name, value in self if value <= timedelta(0)]
         if zero:
             raise ValueError(f"every deadline must be positive: {', '.join(zero)}")
+        if self.auto_follow_up_after_delivery < self.follow_up_after_delivery:
+            raise ValueError("auto_follow_up_after_delivery comes before the seller may follow "
+                             "up (follow_up_after_delivery)")
         return self
 
 
