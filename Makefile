@@ -33,4 +33,4 @@ bench: install
 	$(BIN)/python bench/lifecycle.py
 
 clean:
-	rm -rf $(VENV) aftersales.db aftersales.db-wal aftersales.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) evidence aftersales.db aftersales.db-wal aftersales.db-shm .pytest_cache .mypy_cache .ruff_cache
