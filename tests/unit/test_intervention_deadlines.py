@@ -18,7 +18,7 @@ from aftersales.policy import loader
 from tests.conftest import T0
 
 POLICY = loader.load("taobao", {"jury.panel_size": 3, "jury.quorum": 2})
-I, D = POLICY.intervention, POLICY.deadlines
+IV, D = POLICY.intervention, POLICY.deadlines
 BUYER, SELLER = Actor(Role.BUYER, "b1"), Actor(Role.SELLER, "s1")
 STAFF = Actor(Role.STAFF, "x1")
 SECOND, HOUR = timedelta(seconds=1), timedelta(hours=1)
@@ -49,7 +49,7 @@ def test_missing_proof_decides_against_the_party_asked_at_the_deadline(
         party: str, outcome: Outcome, offset: timedelta) -> None:  # rule: IN-4
     case, order, at = escalated()
     case.act(Action.REQUEST_PROOF, STAFF, at, POLICY, order, from_party=party)  # pack default
-    due = at + I.proof_window_default
+    due = at + IV.proof_window_default
     assert (case.status, case.deadline, case.deadline_kind) == (
         CaseStatus.AWAITING_PROOF, due, "proof_window")
     before = copy.deepcopy(case)
@@ -66,7 +66,7 @@ def test_missing_proof_decides_against_the_party_asked_at_the_deadline(
                                                  (SECOND, False)])
 def test_staff_may_give_up_to_the_longest_proof_window(extra: timedelta, accepted: bool) -> None:
     case, order, at = escalated()
-    due = I.proof_window_max + extra
+    due = IV.proof_window_max + extra
     if not accepted:
         before = copy.deepcopy(case)
         with pytest.raises(InvalidInput) as err:
@@ -103,7 +103,7 @@ def test_the_jury_vote_window_ends_in_a_fallback_to_staff_without_quorum(
         assert event is None and case == before
         return
     assert (case.status, case.outcome, case.decided_by) == (status, outcome, None)
-    assert case.staff_due == due + offset + I.staff_ruling  # back in the staff queue
+    assert case.staff_due == due + offset + IV.staff_ruling  # back in the staff queue
 
 
 def test_a_quorum_with_a_tie_cannot_decide() -> None:  # rule: IN-3
@@ -120,14 +120,14 @@ def test_a_quorum_with_a_tie_cannot_decide() -> None:  # rule: IN-3
 def test_the_staff_queue_target_orders_the_queue_but_decides_nothing(offset: timedelta) -> None:
     case, order, at = escalated()
     assert (case.status, case.staff_due, case.deadline) == (
-        CaseStatus.IN_INTERVENTION, at + I.staff_ruling, None)
-    assert case.on_deadline(at + I.staff_ruling + offset, POLICY, order) is None
+        CaseStatus.IN_INTERVENTION, at + IV.staff_ruling, None)
+    assert case.on_deadline(at + IV.staff_ruling + offset, POLICY, order) is None
 
 
 @pytest.mark.parametrize("offset", OFFSETS)
 def test_the_seller_may_prompt_the_buyer_a_week_after_delivery(
         offset: timedelta) -> None:  # rule: SR-2
-    case, order, _ = escalated()
+    _, order, _ = escalated()
     assert order.delivered_at is not None
     due = order.delivered_at + D.follow_up_after_delivery
     fresh = copy.deepcopy(order)
@@ -154,8 +154,8 @@ def test_the_system_reminds_the_buyer_when_the_seller_did_not(offset: timedelta)
     assert order.plan_follow_up(due + offset, POLICY) is None  # once
 
 
-@pytest.mark.parametrize(("length", "accepted"), [(I.evidence_text_max, True),
-                                                  (I.evidence_text_max + 1, False)])
+@pytest.mark.parametrize(("length", "accepted"), [(IV.evidence_text_max, True),
+                                                  (IV.evidence_text_max + 1, False)])
 def test_evidence_text_is_limited_by_the_pack(length: int, accepted: bool) -> None:  # IN-5
     case, order, at = escalated()
     if accepted:
@@ -169,7 +169,7 @@ def test_evidence_text_is_limited_by_the_pack(length: int, accepted: bool) -> No
 
 def test_a_party_may_submit_at_most_the_packs_number_of_items() -> None:  # rule: IN-5
     case, order, at = escalated()
-    for i in range(I.evidence_items_max):
+    for i in range(IV.evidence_items_max):
         case.act(Action.SUBMIT_EVIDENCE, SELLER, at, POLICY, order, kind="chat", text=f"#{i}")
     with pytest.raises(ActionNotAllowed) as err:
         case.act(Action.SUBMIT_EVIDENCE, SELLER, at, POLICY, order, kind="chat", text="more")
