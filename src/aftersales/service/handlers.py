@@ -119,13 +119,19 @@ class Service:
             self._pinned[key] = policy
         return policy
 
-    def handle(self, cmd: Command, now: datetime) -> Result:
-        """Run one command at time `now` in its own transaction."""
+    def handle(self, cmd: Command, now: datetime,
+               before_commit: Callable[[Repository, Result], None] | None = None) -> Result:
+        """Run one command at time `now` in its own transaction. Its events go to the outbox
+        in the same transaction; `before_commit` may write more in it (the API's idempotency
+        record), and a failure there rolls everything back."""
         require_aware(now, "now")
         handler = self._handler_for(cmd)
         with self.uow() as uow:
             try:
                 result = handler(uow.repo, cmd, now)
+                uow.repo.add_outbox(result.events)
+                if before_commit is not None:
+                    before_commit(uow.repo, result)
                 uow.commit()
             except BaseException:
                 self._registered.clear()  # a rolled-back registration must be redone

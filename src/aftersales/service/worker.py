@@ -58,6 +58,7 @@ def _batch(service: Service, now: datetime, size: int, stats: RunStats,
             savepoint = uow.conn.begin_nested()
             try:
                 events = fire(uow.repo, item, now)
+                uow.repo.add_outbox(events)  # with the change, as every command's events
                 savepoint.commit()
             except ConcurrencyConflict:
                 savepoint.rollback()

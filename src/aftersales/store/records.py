@@ -17,6 +17,7 @@ from aftersales.domain.types import Event
 from aftersales.policy.model import Policy
 from aftersales.store import tables as t
 
+_INSERT_OUTBOX = insert(t.outbox).inline()
 _COMPLAINT_FIELDS = ("id", "order_id", "buyer_id", "seller_id", "kind", "text", "status",
                      "opened_at", "seller_response", "resolved_at", "resolved_by", "resolution",
                      "penalty", "points")
@@ -24,6 +25,14 @@ _COMPLAINT_FIELDS = ("id", "order_id", "buyer_id", "seller_id", "kind", "text", 
 
 class RecordsStore:
     conn: Connection
+
+    # -- the outbox (webhooks) ----------------------------------------------------------------
+    def add_outbox(self, events: Sequence[Any]) -> None:
+        """Published events, in the transaction that made them (the worker delivers them)."""
+        if events:
+            self.conn.execute(_INSERT_OUTBOX, [
+                {"aggregate": e.aggregate, "aggregate_id": e.aggregate_id, "name": e.name,
+                 "at": e.at, "actor": e.actor, "rule": e.rule, "data": e.data} for e in events])
 
     # -- evidence (IN-5) ----------------------------------------------------------------------
     def add_evidence(self, case_id: str, seq: int, actor: str, item: dict[str, Any],

@@ -408,3 +408,74 @@ ratings = Table(  # SR-3: one rating per order after completion, one seller repl
     Column("replied_at", UTCDateTime),
     CheckConstraint("stars BETWEEN 1 AND 5", name="stars_1_to_5"),
 )
+
+# -- the HTTP API (issue 5): outbox, webhooks, idempotency -----------------------------------------
+
+outbox = Table(  # every published event, written in the transaction that made it
+    "outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("aggregate", String(16), nullable=False),  # order | case | complaint
+    Column("aggregate_id", String(64), nullable=False, index=True),
+    Column("name", String(48), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("rule", String(48)),
+    Column("data", Json, nullable=False),
+    Column("fanned_out_at", UTCDateTime, index=True),  # copied to the deliveries of endpoints
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),  # HMAC-SHA256 key shared with the receiver
+    Column("event_types", Json, nullable=False),  # event names, or ["*"]
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(80), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("endpoint_id", String(64), ForeignKey("webhook_endpoints.id"), nullable=False,
+           index=True),
+    Column("outbox_id", BigInteger, ForeignKey("outbox.id"), nullable=False, index=True),
+    Column("event_name", String(48), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, index=True),  # null once delivered or given up
+    Column("last_attempt_at", UTCDateTime),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("endpoint_id", "outbox_id"),
+)
+
+webhook_attempts = Table(  # the delivery log: one row per HTTP attempt
+    "webhook_attempts", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("delivery_id", BigInteger, ForeignKey("webhook_deliveries.id"), nullable=False,
+           index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+)
+
+idempotency_keys = Table(  # a POST's first response, kept for its retries
+    "idempotency_keys", metadata,
+    Column("principal", String(80), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+    PrimaryKeyConstraint("principal", "key"),
+)
