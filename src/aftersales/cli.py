@@ -324,6 +324,208 @@ def scan_files(
         typer.echo(f"wrote {t['violations']:,} violations to {out}")
 
 
+# -- platform intervention, the seller's record and the audit chain (IN-1..IN-9, SR-1, CP-2) ------
+audit_app = typer.Typer(no_args_is_help=True, help="Tamper evidence of the case logs.")
+intervention_app = typer.Typer(no_args_is_help=True,
+                               help="Platform intervention (IN-1..IN-9).")
+app.add_typer(audit_app, name="audit")
+app.add_typer(intervention_app, name="intervention")
+
+
+def _refused(exc: AftersalesError) -> None:
+    """Exit 2 for invalid input, 1 when the rules refuse (an unknown case, say)."""
+    from aftersales.domain.errors import InvalidInput
+
+    _fail(str(exc), 2 if isinstance(exc, InvalidInput) else 1)
+
+
+def _at(value: str | None, what: str) -> Any:
+    """An aware datetime from an ISO text (default: now)."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(value) if value else datetime.now(UTC)
+    except ValueError:
+        _fail(f"{what}: {value!r} is not an ISO date-time", 2)
+    if at.tzinfo is None:
+        _fail(f"{what} needs a timezone offset", 2)
+    return at
+
+
+def _report_bounds(start: str | None, end: str | None, period: str | None,
+                   zone: Any) -> tuple[Any, Any]:
+    """[from, to) of a seller report. A day (YYYY-MM-DD) is a calendar day in the pack's
+    timezone, --to's day included; a full ISO time is taken as is (--to's excluded)."""
+    import re
+    from datetime import date, datetime, time, timedelta
+
+    def bound(text: str | None, what: str, last_day: bool) -> datetime | None:
+        if text is None:
+            return None
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            try:
+                day = date.fromisoformat(text)
+            except ValueError:
+                _fail(f"{what}: {text!r} is not a date", 2)
+            return datetime.combine(day + timedelta(days=1 if last_day else 0), time(0),
+                                    tzinfo=zone)
+        return _at(text, what)  # type: ignore[no-any-return]
+
+    if period is not None:
+        if start is not None or end is not None:
+            _fail("--period is a whole month: give it alone, or --from/--to", 2)
+        match = re.fullmatch(r"(\d{4})-(\d{2})", period)
+        if not match or not 1 <= int(match.group(2)) <= 12:
+            _fail(f"--period: {period!r} is not a month (YYYY-MM)", 2)
+        assert match is not None
+        year, month = int(match.group(1)), int(match.group(2))
+        first = datetime(year, month, 1, tzinfo=zone)
+        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone)
+        return first, following
+    lo, hi = bound(start, "--from", False), bound(end, "--to", True)
+    if lo is not None and hi is not None and lo >= hi:
+        _fail(f"--from {start} is not before --to {end}", 2)
+    return lo, hi
+
+
+@seller_app.command("report")
+def seller_report_cmd(
+        seller: str, db: DbOption = None,
+        start: Annotated[str | None, typer.Option(
+            "--from", help="First day (YYYY-MM-DD, in the pack's timezone) or ISO time.")] = None,
+        end: Annotated[str | None, typer.Option(
+            "--to", help="Last day, included (YYYY-MM-DD), or ISO time (excluded).")] = None,
+        period: Annotated[str | None, typer.Option(
+            "--period", help="A calendar month, YYYY-MM (instead of --from/--to).")] = None,
+        as_json: JsonOption = False) -> None:
+    """SELLER's record (SR-1, IN-8, SR-3): dispute refunds decided against them, shipping
+    violations, out-of-stock declarations, penalty points, compensation, complaints, ratings."""
+    from aftersales.service.views import seller_report
+
+    service = bootstrap(db)
+    pack = service.policies.current(None)
+    lo, hi = _report_bounds(start, end, period, pack.zone)
+    try:
+        with service.uow() as uow:
+            record = seller_report(uow.repo, seller, lo, hi, pack.currency)
+    except AftersalesError as exc:
+        _refused(exc)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    span = (f"{record['from'] or 'the start'} to {record['to'] or 'now'}"
+            + (" (excluded)" if record["to"] else "")) if lo or hi else "all time"
+    ratings = record["ratings"]
+    stars = ", ".join(f"{k}*: {n}" for k, n in ratings["by_stars"].items())
+    rows = [
+        ("paid orders", record["paid_orders"]),
+        ("dispute refunds (IN-8)", record["dispute_refunds"]),
+        ("  amount", record["dispute_refund_amount"]),
+        ("  rate per paid order", f"{record['dispute_rate'] * 100:.2f} %"),
+        ("escalated cases", record["escalated_cases"]),
+        ("ship timeouts (SH-2)", record["ship_timeouts"]),
+        ("pickup timeouts (SH-3/4)", record["pickup_timeouts"]),
+        ("fake shipments (SH-5)", record["fake_shipments"]),
+        ("lost or stalled (SH-9)", record["lost_or_stalled"]),
+        ("out of stock (OS-4)", record["out_of_stock"]),
+        ("penalty points", record["penalty_points"]),
+        ("compensation paid", record["compensation_paid"]),
+        ("complaints (CP-1)", f"{record['complaints']} (upheld {record['complaints_upheld']})"),
+        ("ratings (SR-3)", f"{ratings['count']}, average "
+                           f"{ratings['average'] if ratings['average'] is not None else '-'}, "
+                           f"replied {ratings['replied']}"),
+        ("  by stars", stars),
+    ]
+    typer.echo(f"seller {seller}: {span}")
+    for label, value in rows:
+        typer.echo(f"  {label:<26} {value}")
+
+
+@audit_app.command("verify")
+def audit_verify(case: Annotated[str | None, typer.Option(
+                     "--case", help="Check this case's log only (default: every case).")] = None,
+                 db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Recompute the hash chain of the case logs; exit 0 when intact, 1 naming the first broken
+    entry of each broken case."""
+    from aftersales.store import audit
+
+    service = bootstrap(db)
+    try:
+        with service.uow() as uow:
+            checked, breaks = audit.verify(uow.repo.conn, case)
+            if case is not None and checked == 0 and not breaks:
+                uow.repo.get_case(case)  # NotFound for a case that does not exist
+    except AftersalesError as exc:
+        _refused(exc)
+    if as_json:
+        typer.echo(json.dumps({"checked": checked, "intact": not breaks,
+                               "breaks": [{"case": b.case_id, "seq": b.seq, "reason": b.reason}
+                                          for b in breaks]}, indent=2, ensure_ascii=False))
+    else:
+        where = f"case {case}" if case is not None else "every case"
+        for b in breaks:
+            typer.echo(f"BROKEN case {b.case_id} entry {b.seq}: {b.reason}")
+        typer.echo(f"{where}: {checked} log entries checked, "
+                   + (f"{len(breaks)} broken case log(s)" if breaks else "the chain is intact"))
+    if breaks:
+        raise typer.Exit(1)
+
+
+@intervention_app.command("queue")
+def intervention_queue_cmd(
+        db: DbOption = None,
+        now: Annotated[str | None, typer.Option(
+            help="Evaluate at this ISO time (default: now).")] = None,
+        limit: Annotated[int, typer.Option(help="At most this many cases.")] = 100,
+        as_json: JsonOption = False) -> None:
+    """Cases the platform holds (in intervention, awaiting proof, jury voting), next due first."""
+    from aftersales.service.views import intervention_queue
+
+    at = _at(now, "--now")
+    if limit <= 0:
+        _fail("--limit must be positive", 2)
+    service = bootstrap(db)
+    with service.uow() as uow:
+        queue = intervention_queue(uow.repo, at, limit, at.tzinfo)
+    if as_json:
+        typer.echo(json.dumps(queue, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{len(queue)} case(s) with the platform at {at.isoformat()}")
+    for q in queue:
+        jury = q["jury"]
+        extra = (f"proof from {q['proof_from']}" if q["status"] == "awaiting_proof"
+                 else f"jury {jury['buyer']}-{jury['seller']} of {jury['panel']}"
+                 if q["status"] == "jury_voting" else f"escalated by {q['escalated_by']}")
+        typer.echo(f"  {q['case']:<24} {q['status']:<16} due {q['due']} ({q['due_kind']})"
+                   f"{'  OVERDUE' if q['overdue'] else ''}  {extra}")
+
+
+@case_app.command("timeline")
+def case_timeline(case_id: str,
+                  viewer: Annotated[str, typer.Option(
+                      "--as", help="Who is looking: buyer:ID, seller:ID or staff:ID.")],
+                  db: DbOption = None, as_json: JsonOption = False) -> None:
+    """CP-2: a case's full timeline as its buyer, its seller or staff see it."""
+    from aftersales.domain.types import Actor
+    from aftersales.service.views import timeline
+
+    try:
+        actor = Actor.parse(viewer)
+        service = bootstrap(db)
+        with service.uow() as uow:
+            entries = timeline(uow.repo, case_id, actor)
+    except AftersalesError as exc:
+        _refused(exc)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"case {case_id} as {viewer}: {len(entries)} entries")
+    for e in entries:
+        status = e["changes"].get("status") if isinstance(e["changes"], dict) else None
+        typer.echo(f"  {e['seq']:>3} {e['at']}  {e['actor']:<20} {e['name']:<22} "
+                   f"{e['rule'] or '-':<8}{'  -> ' + status if status else ''}")
+
+
 def main() -> None:
     try:
         app()

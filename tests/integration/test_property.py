@@ -70,7 +70,8 @@ JUMPS = [timedelta(seconds=1), timedelta(hours=1), timedelta(hours=6), timedelta
          timedelta(days=31)]
 # Mostly the right party for the command; else the other party, strangers, the system, staff.
 ACTOR_PICKS = st.one_of(st.just(0), st.just(0), st.just(0), st.integers(1, 5))
-CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name not in ("version", "pending", "log_head")]
+CASE_FIELDS = [f.name for f in dataclasses.fields(Case)
+               if f.name not in ("version", "pending", "log_head")]
 ORDER_FIELDS = [f.name for f in dataclasses.fields(Order)
                 if f.name not in ("version", "pending", "pending_ledger", "dirty_lines")]
 CASE_COMMANDS: dict[Action, type[c.CaseCommand]] = {cls.ACTION: cls for cls in (
@@ -222,8 +223,9 @@ def build(w: World, step: tuple[Any, ...]) -> c.Command | None:
             Action.SHIP_RETURN: {"carrier": "YTO", "tracking": f"R-{case.id}", "method": method},
             Action.SHIP_REPLACEMENT: {"carrier": "SF", "tracking": f"X-{case.id}"},
             Action.SUBMIT_EVIDENCE: {"kind": "photo", "text": f"evidence {amount_pick}"},
-            Action.REQUEST_PROOF: {"from_party": method == "express" and "seller" or "buyer"},
-            Action.RULE: {"outcome": ["refund", "partial_refund", "reject", "refund"][amount_pick],
+            Action.REQUEST_PROOF: {"from_party": "seller" if method == "express" else "buyer"},
+            Action.RULE: {"outcome": ("refund", "partial_refund", "reject",
+                                      "refund")[amount_pick],
                           "amount": amount if amount_pick in (0, 3) else None,
                           "return_required": method == "express"},
             Action.VOTE: {"side": "buyer", "reason": "seen"},

@@ -212,3 +212,25 @@ def test_a_ruling_cannot_refund_more_than_the_lines_paid() -> None:  # rule: IN-
     assert (case, order) == before
     case.act(Action.RULE, STAFF, at, POLICY, order, outcome="refund")
     assert (case.refunded, order.refunded) == (Money.parse("120.00"), Money.parse("120.00"))
+
+
+def test_evidence_text_and_vote_reasons_refuse_control_characters() -> None:  # rule: IN-5
+    case, order, at = escalated()
+    before = copy.deepcopy(case)
+    with pytest.raises(InvalidInput) as err:
+        case.act(Action.SUBMIT_EVIDENCE, BUYER, at, POLICY, order, kind="chat",
+                 text="see\x00this")
+    assert err.value.rule == "IN-5" and case == before
+    case.act(Action.SEND_TO_JURY, STAFF, at, POLICY, order, panel=("j1", "j2", "j3"), seed="s")
+    with pytest.raises(InvalidInput):
+        case.act(Action.VOTE, Actor(Role.JUROR, "j1"), at, POLICY, order, side="buyer",
+                 reason="\x1b[31mred")
+
+
+def test_an_evidence_file_keeps_only_a_safe_short_name() -> None:  # rule: IN-5
+    case, order, at = escalated()
+    file = {"sha256": "a" * 64, "size": 10, "media_type": "image/png",
+            "filename": "../../secret/\x07" + "x" * 300 + ".png"}
+    event = case.act(Action.SUBMIT_EVIDENCE, BUYER, at, POLICY, order, kind="photo", file=file)
+    name = event.changes["evidence"]["filename"]
+    assert "/" not in name and "\x07" not in name and len(name) <= 200 and name.endswith(".png")

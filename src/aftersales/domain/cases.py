@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from aftersales.domain.errors import ActionNotAllowed, AmountExceedsPaid, InvalidInput, WrongActor
-from aftersales.domain.evidence import EvidenceKind
+from aftersales.domain.evidence import EvidenceKind, evidence_filename, evidence_text
 from aftersales.domain.money import Money
 from aftersales.domain.orders import Order, OrderLine, warranty_covers
 from aftersales.domain.types import (
@@ -711,11 +711,10 @@ class Case:
         if kind not in EVIDENCE_KINDS:
             raise InvalidInput(f"evidence kind {kind!r} is not one of "
                                f"{', '.join(EVIDENCE_KINDS)}", rule="IN-5")
-        text = str(args.get("text") or "").strip()
-        limit = policy.intervention.evidence_text_max
-        if len(text) > limit:
-            raise InvalidInput(f"evidence text has {len(text)} characters; the limit is {limit}",
-                               rule="IN-5")
+        try:  # NFC, no control characters, within the pack's limit
+            text = evidence_text(args.get("text") or "", policy.intervention.evidence_text_max)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, rule="IN-5") from None
         file = args.get("file")
         if not text and not file:
             raise InvalidInput("evidence needs text, a file or both", rule="IN-5")
@@ -731,7 +730,7 @@ class Case:
         if file:
             item.update(sha256=str(file["sha256"]), size=int(file["size"]),
                         media_type=str(file["media_type"]),
-                        filename=str(file.get("filename") or ""))
+                        filename=evidence_filename(file.get("filename")))
         return {field_name: count + 1, "evidence": item}
 
     def _proof_request(self, now: datetime, policy: Policy,
@@ -853,10 +852,10 @@ class Case:
         if side not in VOTE_SIDES:
             raise InvalidInput(f"a vote is for the buyer or the seller, not {side!r}",
                                rule="IN-3")
-        reason = str(args.get("reason") or "").strip()  # asked for; optional (SCENARIOS.md)
-        if len(reason) > policy.intervention.evidence_text_max:
-            raise InvalidInput(f"a vote's reason is limited to "
-                               f"{policy.intervention.evidence_text_max} characters", rule="IN-3")
+        try:  # asked for; optional (SCENARIOS.md)
+            reason = evidence_text(args.get("reason") or "", policy.intervention.evidence_text_max)
+        except InvalidInput as exc:
+            raise InvalidInput(f"vote reason: {exc.message}", rule="IN-3") from None
         return {"jury_votes": (*self.jury_votes, (actor.id, side)), "vote_reason": reason}
 
     def _transition(self, t: Transition, actor: Actor, now: datetime, policy: Policy,

@@ -171,3 +171,18 @@ def evidence_text(value: str | None, limit: int) -> str:
         raise InvalidInput(f"evidence text is {len(text)} characters long; "
                            f"the limit is {limit}")
     return text
+
+
+FILENAME_MAX = 200
+
+
+def evidence_filename(value: object) -> str:
+    """The name an uploaded file had, kept for staff only: its last path component, without
+    control characters, at most FILENAME_MAX characters (the type never comes from it)."""
+    name = str(value or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f-\x9f]", "", unicodedata.normalize("NFC", name)).strip()
+    if len(name) > FILENAME_MAX:
+        _, dot, ext = name.rpartition(".")
+        keep = ext if dot and len(ext) <= 10 else ""
+        name = name[:FILENAME_MAX - len(keep) - 1] + ("." + keep if keep else "")
+    return name
