@@ -17,7 +17,11 @@ Who acts how:
   a rejection resubmit, escalate, withdraw or do nothing; they accept, decline or ignore offers;
 - about one order in seven gets a case, with every request type (AS-1) and reason (AS-3), from
   before shipment (not shipped, out of stock) to after completion (AS-4 window, AS-7 warranty).
-Platform intervention (staff or jury) is not part of this build, so escalated cases stay open.
+- the platform steps in on escalated cases (IN-1..IN-9): the buyer adds evidence, staff ask the
+  party who must prove for proof by a deadline (sellers answer by habit; silence loses), send
+  about a quarter of the disputes they hold to a public jury drawn from registered juror
+  accounts (jurors vote over the vote window, some never), and rule the rest: a refund, a
+  partial refund or a rejection, with "not as described" penalty points when upheld.
 
 Orders arrive over the first `days` days; the simulation then runs until nothing more happens
 (every scheduled action done and every deadline fired). The summary is read from the database
@@ -121,6 +125,9 @@ REASONS: dict[Reason, tuple[float, list[tuple[CaseType, float]]]] = {
     Reason.NO_REASON_7D: (19, [(CaseType.RETURN_REFUND, 0.85), (CaseType.EXCHANGE, 0.15)]),
 }
 BEFORE_SHIPMENT = (Reason.NOT_SHIPPED, Reason.OUT_OF_STOCK)
+PLATFORM_STATUSES = frozenset(s.value for s in (CaseStatus.IN_INTERVENTION,
+                                                CaseStatus.AWAITING_PROOF,
+                                                CaseStatus.JURY_VOTING))
 
 
 @dataclass
@@ -170,6 +177,9 @@ class SimCase:
     opened_at: datetime
     status: str = CaseStatus.AWAITING_SELLER.value
     resubmits: int = 0
+    proof_from: str | None = None  # whom staff asked to prove (IN-4)
+    proof_requests: int = 0
+    panel: tuple[str, ...] = ()  # the jurors drawn (IN-3)
 
 
 @dataclass(order=True)
@@ -227,7 +237,17 @@ class Simulation:
         delay = timedelta(seconds=round(self.rng.uniform(lo_h, hi_h) * 3600))
         self.schedule((base or self.clock) + delay, fn, *args)
 
+    def register_jurors(self) -> None:
+        """Accounts the public jury is drawn from (IN-3): most of them eligible."""
+        rng = self.rng
+        for i in range(1, max(40, self.policy.jury.panel_size * 3) + 1):
+            self.do(c.RegisterUser(
+                actor=SYSTEM, user_id=f"j{i:04d}",
+                registered_at=self.start - timedelta(days=rng.randint(20, 2000)),
+                verified=rng.random() < 0.9, standing="good" if rng.random() < 0.92 else "poor"))
+
     def run(self, tick: Callable[[Simulation], None] | None = None) -> None:
+        self.register_jurors()
         for n in range(1, self.n_orders + 1):
             at = self.start + timedelta(seconds=self.rng.randrange(self.days * 86400))
             self.schedule(at, self.place_order, n)
@@ -307,8 +327,12 @@ class Simulation:
                 continue
             if "amount" in ev.data and isinstance(ev.data["amount"], dict):
                 case.amount = int(ev.data["amount"]["$money"])
+            if "jury_panel" in ev.data:
+                case.panel = tuple(ev.data["jury_panel"])
             if status is not None:
-                case.status = str(status)
+                before, case.status = case.status, str(status)
+                if before == case.status and case.status in PLATFORM_STATUSES:
+                    continue  # evidence or a vote: the platform's plan for this step stands
                 self.on_case_status(case, CaseStatus(str(status)))
 
     # -- the market -------------------------------------------------------------------------
@@ -516,8 +540,20 @@ class Simulation:
             if rng.random() < buyer.confirms + 0.15:
                 self.later(24, 150, self.case_action, case, c.ConfirmReplacement, "buyer")
         elif status is CaseStatus.IN_INTERVENTION:
-            if rng.random() < 0.1:
+            if rng.random() < 0.05:
                 self.later(24, 240, self.case_action, case, c.Withdraw, "buyer")
+            if case.proof_requests == 0 and not case.panel and rng.random() < 0.8:
+                self.later(1, 12, self.evidence, case, "buyer")  # photos for the platform
+            self.later(4, 60, self.staff_review, case)
+        elif status is CaseStatus.AWAITING_PROOF:
+            self.proof_answer(case, habit)
+        elif status is CaseStatus.JURY_VOTING:
+            favour = self.buyer_favoured(case)
+            window_h = self.policy.jury.vote_window.total_seconds() / 3600
+            for juror in case.panel:
+                if rng.random() < 0.65:  # the rest never vote
+                    side = "buyer" if rng.random() < favour else "seller"
+                    self.later(1, window_h + 6, self.vote, case, juror, side)
         elif status is CaseStatus.CLOSED:  # receipt: by hand, or auto-confirm resumes
             order = case.order
             auto = order.shipped_at + self.policy.deadlines.auto_confirm_receipt \
@@ -564,6 +600,56 @@ class Simulation:
                 self.later(90, 230, self.case_action, case, c.ConfirmReturn, "seller")
         elif rng.random() < 0.1:  # silent: mostly the RF-5 timeout refunds
             self.later(150, 300, self.case_action, case, c.ConfirmReturn, "seller")
+
+    # -- the platform (IN-3..IN-9) ----------------------------------------------------------
+    def buyer_favoured(self, case: SimCase) -> float:
+        """How likely the platform finds for the buyer: seller-fault reasons mostly win, a
+        refusing seller loses more often."""
+        fault = case.reason.value in self.policy.after_sales.seller_fault_reasons
+        return min(0.95, (0.7 if fault else 0.25)
+                   + (0.1 if case.order.seller.habit == "refusing" else 0.0))
+
+    def staff_review(self, case: SimCase) -> None:
+        if case.status != CaseStatus.IN_INTERVENTION.value:
+            return  # withdrawn, or already moved on
+        rng = self.rng
+        staff = Actor(Role.STAFF, f"x{1 + case.order.n % 5}")
+        if case.proof_requests == 0 and rng.random() < 0.45:  # IN-4: whoever claims proves
+            fault = case.reason.value in self.policy.after_sales.seller_fault_reasons
+            case.proof_from = "seller" if fault else "buyer"
+            case.proof_requests += 1
+            self.do(c.RequestProof(actor=staff, case_id=case.id, from_party=case.proof_from))
+        elif not case.panel and rng.random() < 0.3:  # IN-3: a public jury
+            self.do(c.SendToJury(actor=staff, case_id=case.id, seed=f"demo-{case.id}"))
+        elif rng.random() < self.buyer_favoured(case):
+            if rng.random() < 0.2 and case.amount > 200:
+                self.do(c.Rule(actor=staff, case_id=case.id, outcome="partial_refund",
+                               amount=self.money(case.amount // 2)))
+            else:
+                self.do(c.Rule(actor=staff, case_id=case.id, outcome="refund"))
+        else:
+            self.do(c.Rule(actor=staff, case_id=case.id, outcome="reject",
+                           subjective=case.reason is Reason.NOT_AS_DESCRIBED))
+
+    def proof_answer(self, case: SimCase, habit: str) -> None:
+        """The asked party answers, late or never depending on who it is (IN-4)."""
+        rng = self.rng
+        odds = ({"prompt": 0.85, "slow": 0.55, "silent": 0.15, "refusing": 0.7}[habit]
+                if case.proof_from == "seller" else case.order.buyer.diligence)
+        if rng.random() < odds:
+            window_h = self.policy.intervention.proof_window_default.total_seconds() / 3600
+            self.later(1, window_h * 1.1, self.evidence, case, case.proof_from or "buyer")
+
+    def evidence(self, case: SimCase, who: str) -> None:
+        kind = self.rng.choice(("photo", "chat", "waybill") if who == "buyer"
+                               else ("inspection", "chat", "listing", "measurement"))
+        actor = self.buyer_actor(case.order) if who == "buyer" else self.seller_actor(case.order)
+        self.do(c.SubmitEvidence(actor=actor, case_id=case.id, kind=kind,
+                                 text=f"{kind} from the {who}"))
+
+    def vote(self, case: SimCase, juror: str, side: str) -> None:
+        self.do(c.Vote(actor=Actor(Role.JUROR, juror), case_id=case.id, side=side,
+                       reason="seen the evidence"))
 
     def case_action(self, case: SimCase, cls: type[c.CaseCommand], who: str) -> None:
         actor = self.buyer_actor(case.order) if who == "buyer" else self.seller_actor(case.order)
@@ -657,6 +743,18 @@ def summarize(sim: Simulation) -> dict[str, Any]:
             select(t.case_events.c.case_id, func.min(t.case_events.c.at))
             .where(t.case_events.c.actor.like("seller:%"))
             .group_by(t.case_events.c.case_id)).all())
+        escalated = dict(conn.execute(select(t.cases.c.escalated_by, func.count())
+                                      .where(t.cases.c.escalated_by.is_not(None))
+                                      .group_by(t.cases.c.escalated_by)).all())
+        juries = conn.execute(select(func.count(func.distinct(t.jury_seats.c.case_id)))).scalar()
+        votes = conn.execute(select(func.count()).select_from(t.jury_seats)
+                             .where(t.jury_seats.c.voted_at.is_not(None))).scalar()
+        proofs = conn.execute(select(func.coalesce(func.sum(t.cases.c.proof_requests), 0))
+                              ).scalar()
+        evidence = conn.execute(select(func.count()).select_from(t.evidence)).scalar()
+        points = conn.execute(select(func.coalesce(func.sum(t.ledger.c.points), 0))).scalar()
+        queue = conn.execute(select(func.count()).select_from(t.cases).where(
+            t.cases.c.status.in_(sorted(PLATFORM_STATUSES)))).scalar()
         n_case_events = conn.execute(select(func.count()).select_from(t.case_events)).scalar()
         n_order_events = conn.execute(select(func.count()).select_from(t.order_events)).scalar()
     habit_of = {s.id: s.habit for s in sim.sellers}
@@ -719,6 +817,18 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         "refused_by_code": dict(sorted(sim.refused.items())),
         "worker": dict(sorted(sim.worker.items())),
         "events": {"case": int(n_case_events or 0), "order": int(n_order_events or 0)},
+        "intervention": {  # IN-1..IN-9
+            "escalated": {str(k): int(v) for k, v in sorted(escalated.items())},
+            "decided_by_staff": decided.get("staff", 0),
+            "decided_by_jury": decided.get("jury", 0),
+            "juries": int(juries or 0), "votes": int(votes or 0),
+            "proof_requests": int(proofs or 0), "evidence_items": int(evidence or 0),
+            "still_with_the_platform": int(queue or 0),
+            "penalty_points": int(points or 0)},
+        "shipping": {  # SH-2..SH-9
+            "violations": _counts(engine, t.violations.c.name),
+            "compensation": str(Money(int(money.get("compensation") or 0), cur)),
+            "coupons": str(Money(int(money.get("coupon") or 0), cur))},
     }
 
 
@@ -780,7 +890,18 @@ def print_summary(s: dict[str, Any], url: str) -> None:
         ("orders", f"{s['orders']:,} ({s['days']} days, {s['buyers']:,} buyers, "
                    f"{sum(s['sellers'].values())} sellers)"),
         ("cases opened", f"{s['cases_opened']:,} ({s['case_rate']:.1%} of orders)"),
-        ("cases still open", f"{s['cases_open']:,} (awaiting the platform)"),
+        ("cases still open", f"{s['cases_open']:,} "
+                             f"({s['intervention']['still_with_the_platform']:,} with the "
+                             "platform)"),
+        ("platform decisions (staff / jury)",
+         f"{s['intervention']['decided_by_staff']:,} / {s['intervention']['decided_by_jury']:,}"
+         f" ({s['intervention']['juries']:,} juries, {s['intervention']['votes']:,} votes, "
+         f"{s['intervention']['proof_requests']:,} proof requests)"),
+        ("penalty points", f"{s['intervention']['penalty_points']:,}"),
+        ("shipping violations", ", ".join(f"{k} {v:,}" for k, v in
+                                          s["shipping"]["violations"].items()) or "none"),
+        ("compensation / coupons", f"{s['shipping']['compensation']} / "
+                                   f"{s['shipping']['coupons']} {s['currency']}"),
         ("decided by timeout", f"{s['decided_by_timeout']:,} "
                                f"({s['decided_by_timeout_share']:.1%} of closed cases)"),
         ("paid", f"{s['paid']} {s['currency']}"),

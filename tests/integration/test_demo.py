@@ -37,6 +37,7 @@ def test_the_demo_plays_the_same_market_for_the_same_seed(db_url: str) -> None:
     every_case_is_counted_once(first)
     silent_sellers_leave_cases_to_the_worker(first)
     refused_actions_are_counted_not_raised(first)
+    the_platform_decides_escalated_cases(first)
 
 
 def summary_is_complete(s: dict[str, Any]) -> None:
@@ -66,6 +67,16 @@ def silent_sellers_leave_cases_to_the_worker(s: dict[str, Any]) -> None:
     assert s["decided_by_timeout_share"] == round(s["decided_by_timeout"] / s["cases_closed"], 4)
     assert s["worker"]["case_timeouts"] >= s["decided_by_timeout"]
     assert s["worker"]["order_timeouts"] > 0  # receipts auto-confirmed
+
+
+def the_platform_decides_escalated_cases(s: dict[str, Any]) -> None:  # rule: IN-3, IN-4, IN-6
+    platform = s["intervention"]
+    assert sum(platform["escalated"].values()) > 0
+    assert platform["decided_by_staff"] + platform["decided_by_jury"] > 0
+    assert platform["decided_by_staff"] == s["decided_by"].get("staff", 0)
+    assert platform["evidence_items"] > 0
+    assert platform["still_with_the_platform"] <= s["cases_open"]
+    assert sum(s["shipping"]["violations"].values()) > 0  # SH-2..SH-9 run in the market too
 
 
 def refused_actions_are_counted_not_raised(s: dict[str, Any]) -> None:
