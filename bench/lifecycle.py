@@ -62,8 +62,9 @@ LINE = (LineSpec("sku-1", 1, Money(1999, "CNY"), title="Kettle"),)
 # When the seven commands of a lifecycle run, after its start (only their order matters).
 AT = [timedelta(hours=h) for h in (0, 1, 20, 21, 22, 23, 30)]
 WRITTEN = ("orders", "order_lines", "order_events", "ledger", "shipments", "tracking_events",
-           "cases", "case_events")
-SURROGATE = {"order_events", "ledger", "shipments", "tracking_events", "case_events"}  # id
+           "cases", "case_events", "outbox", "stock", "violations")
+SURROGATE = {"order_events", "ledger", "shipments", "tracking_events", "case_events", "outbox",
+             "violations"}  # id
 
 
 # -- the service side -------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def worker(db: DbOption = None,
     stats = serve_forever(bootstrap(db), interval=interval, batch=batch, once=once)
     if once:
         typer.echo(json.dumps({"cases": stats.cases, "orders": stats.orders,
-                               "conflicts": stats.conflicts}))
+                               "conflicts": stats.conflicts, "webhooks": stats.webhooks}))
 
 
 @case_app.command("show")
@@ -524,6 +524,16 @@ def case_timeline(case_id: str,
         status = e["changes"].get("status") if isinstance(e["changes"], dict) else None
         typer.echo(f"  {e['seq']:>3} {e['at']}  {e['actor']:<20} {e['name']:<22} "
                    f"{e['rule'] or '-':<8}{'  -> ' + status if status else ''}")
+
+
+from aftersales.cli_webhooks import webhooks_app  # noqa: E402  (webhooks: docs/webhooks.md)
+
+app.add_typer(webhooks_app, name="webhooks")
+
+from aftersales.cli_api import serve, token_app  # noqa: E402  (the HTTP API: docs/api.md)
+
+app.command("serve")(serve)
+app.add_typer(token_app, name="token")
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from aftersales.store.db import DEFAULT_URL
 
+# The HTTP API's development signing secret. `aftersales serve` refuses it when
+# AFTERSALES_ENV=production: set AFTERSALES_JWT_SECRET (or RS256 and a public key) there.
+DEV_JWT_SECRET = "aftersales-development-secret-do-not-use-in-production"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,6 +20,16 @@ class Settings:
     worker_batch: int = 200
     evidence_dir: str = "evidence"
     evidence_max_bytes: int = 10 * 1024 * 1024
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 16
+    # the HTTP API (docs/api.md)
+    jwt_secret: str = DEV_JWT_SECRET  # HS256 shared secret
+    jwt_public_key: str | None = None  # RS256: PEM text, or the path of a PEM file
+    jwt_algorithm: str = "HS256"  # HS256 | RS256
+    jwt_issuer: str | None = None  # checked when set
+    jwt_audience: str | None = None  # checked when set
+    environment: str = "development"  # "production" refuses the development secret
+    max_body_bytes: int = 1024 * 1024  # JSON request bodies (evidence files: evidence_max_bytes)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -27,4 +41,13 @@ class Settings:
             worker_batch=int(env.get("AFTERSALES_WORKER_BATCH", "200")),
             evidence_dir=env.get("AFTERSALES_EVIDENCE_DIR", "evidence"),
             evidence_max_bytes=int(env.get("AFTERSALES_EVIDENCE_MAX_BYTES", "10485760")),
+            webhook_timeout_s=float(env.get("AFTERSALES_WEBHOOK_TIMEOUT", "10")),
+            webhook_max_attempts=int(env.get("AFTERSALES_WEBHOOK_MAX_ATTEMPTS", "16")),
+            jwt_secret=env.get("AFTERSALES_JWT_SECRET") or DEV_JWT_SECRET,
+            jwt_public_key=env.get("AFTERSALES_JWT_PUBLIC_KEY") or None,
+            jwt_algorithm=env.get("AFTERSALES_JWT_ALGORITHM", "HS256"),
+            jwt_issuer=env.get("AFTERSALES_JWT_ISSUER") or None,
+            jwt_audience=env.get("AFTERSALES_JWT_AUDIENCE") or None,
+            environment=env.get("AFTERSALES_ENV", "development"),
+            max_body_bytes=int(env.get("AFTERSALES_MAX_BODY_BYTES", "1048576")),
         )

@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aftersales.domain.errors import AftersalesError, ConcurrencyConflict
 from aftersales.service.commands import Published
 from aftersales.service.handlers import Service
 from aftersales.store.repository import Repository
+
+if TYPE_CHECKING:
+    from aftersales.service.webhooks import Sender
 
 log = logging.getLogger("aftersales.worker")
 
@@ -30,6 +34,7 @@ class RunStats:
     conflicts: int = 0
     failed: set[str] = field(default_factory=set)  # refused this round; not claimed again
     events: list[Published] = field(default_factory=list)
+    webhooks: int = 0  # webhook deliveries attempted (serve_forever only)
 
 
 def run_due(service: Service, now: datetime, *, batch: int = 200,
@@ -106,8 +111,12 @@ def advance(service: Service, until: datetime, start: datetime | None = None) ->
 
 
 def serve_forever(service: Service, *, interval: float = 5.0, batch: int = 200,
-                  once: bool = False, clock: Callable[[], datetime] | None = None) -> RunStats:
-    """The production loop: read the clock once per round, fire what is due, sleep."""
+                  once: bool = False, clock: Callable[[], datetime] | None = None,
+                  sender: Sender | None = None) -> RunStats:
+    """The production loop: read the clock once per round, fire what is due, then fan out and
+    send webhooks (service/webhooks.py; `sender` defaults to HTTP), sleep."""
+    from aftersales.service import webhooks
+
     now_fn = clock or (lambda: datetime.now(UTC))
     total = RunStats()
     while True:
@@ -117,6 +126,11 @@ def serve_forever(service: Service, *, interval: float = 5.0, batch: int = 200,
         total.conflicts += stats.conflicts
         if stats.cases or stats.orders:
             log.info("fired %d case and %d order deadlines", stats.cases, stats.orders)
+        try:
+            hooks = webhooks.run_round(service, now_fn(), sender=sender, batch=batch)
+            total.webhooks += hooks.delivery.attempted
+        except Exception:  # a webhook problem never stops the deadlines
+            log.exception("webhook round failed; retrying next round")
         if once:
             return total
         time.sleep(interval)

@@ -10,9 +10,11 @@ of the same connection (one cursor per DBAPI connection, reused), in the same tr
 
 What the driver receives is exactly what `conn.execute` would hand it: the same SQL text (the
 dialect's compiler, bind casts on PostgreSQL included), the same parameters after the same bind
-processors (`UTCDateTime`, `JSON`/`JSONB`, `Boolean`), one row as a plain execute and more as
-the driver's `executemany`; rows come back through the same result processors, as dicts keyed
-like `.mappings()`. Row counts are the cursor's (the `WHERE version = ?` checks).
+processors (`UTCDateTime`, `JSON`/`JSONB`, `Boolean`; where SQLAlchemy's JSON processor is plain
+`json.dumps`, as on SQLite, the same serialisation inlined: `_json_bind_processor`), one row as
+a plain execute and more as the driver's `executemany`; rows come back through the same result
+processors, as dicts keyed like `.mappings()` (or lists: `fetch_values`). Row counts are the
+cursor's (the `WHERE version = ?` checks).
 `tests/integration/test_store_fastpath.py` runs lifecycles both ways and compares every driver
 call and every stored row. The rest of SQLAlchemy's contract is kept where something can depend
 on it:
@@ -33,22 +35,25 @@ Using it from a new repository method: build the statement once at module level,
 `bindparam("b_...")` for the WHERE values and the parameter keys for the columns, and call
 `execute(self.conn, STMT, {...})` (returns the row count), `executemany(self.conn, STMT, rows)`,
 `fetch(self.conn, STMT, {...})` (dicts) or `fetch_values(self.conn, STMT, {...})` (lists, read by
-position: `positions(STMT)`; cheaper for wide rows). Statements built per call (`where(col == value)`) belong on
-`conn.execute`: here each would be a new plan (the cache is emptied when it grows past
-_MAX_PLANS, so that is slow, not a leak).
+position: `positions(STMT)`; cheaper for wide rows). Statements built per call
+(`where(col == value)`) belong on `conn.execute`: here each would be a new plan (the cache is
+emptied when it grows past _MAX_PLANS, so that is slow, not a leak).
 """
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from json import encoder as _json_encoder
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, Null
 
 Params = Mapping[str, Any]
 Processor = Callable[[Any], Any] | None
@@ -157,6 +162,8 @@ def _plan(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> _Plan | 
         proc = processors.get(name)
         if isinstance(proc, tuple) or bind.expanding or bind.callable is not None:
             return None
+        if proc is not None:
+            proc = _json_bind_processor(dialect, bind.type) or proc
         if bind.key in keys:
             binds.append((escaped.get(name, name), bind.key, proc, None))
         elif name in keys:
@@ -171,6 +178,49 @@ def _plan(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> _Plan | 
     if compiled._result_columns:  # a SELECT (DML with RETURNING was ruled out above)
         result = [(rc.keyname, rc.type) for rc in compiled._result_columns]
     return _Plan(compiled.string, positional, binds, result)
+
+
+# JSON columns where SQLAlchemy serialises with plain `json.dumps` (SQLite; psycopg adapts JSON
+# itself): the same text from json's C encoder, made as `json.dumps` makes it, without the three
+# Python calls around it (dumps -> encode -> iterencode) and SQLAlchemy's wrapper; about half
+# the cost of a small value, and a lifecycle binds some fifty.
+_c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
+_ascii = _json_encoder.encode_basestring_ascii
+_dumps_default = json.JSONEncoder().default  # what json.dumps uses: raises TypeError
+
+
+def _dumps(value: Any) -> str:
+    """`json.dumps(value)` with json.dumps' defaults (the same text, the same errors)."""
+    if isinstance(value, str):
+        return _ascii(value)
+    assert _c_make_encoder is not None
+    return "".join(_c_make_encoder({}, _dumps_default, _ascii, None, ": ", ", ", False, False,
+                                   True)(value, 0))
+
+
+def _json_bind_processor(dialect: Dialect, type_: Any) -> Processor:
+    """SQLAlchemy's JSON bind processor, as it would behave, when it would call `json.dumps`
+    on the value and nothing else; otherwise None (keep SQLAlchemy's)."""
+    if _c_make_encoder is None or getattr(dialect, "_json_serializer", None) is not None:
+        return None
+    impl = type_.dialect_impl(dialect)
+    cls = type(impl)
+    if (not isinstance(impl, sqltypes.JSON)
+            or cls.bind_processor is not sqltypes.JSON.bind_processor
+            or cls._make_bind_processor is not sqltypes.JSON._make_bind_processor
+            or dialect.supports_native_json_serialization
+            or impl._str_impl.bind_processor(dialect) is not None):
+        return None
+    null, none_as_null = impl.NULL, impl.none_as_null
+
+    def process(value: Any) -> Any:  # sqltypes.JSON._make_bind_processor, json.dumps inlined
+        if value is null:
+            value = None
+        elif isinstance(value, Null) or (value is None and none_as_null):
+            return None
+        return _dumps(value)
+
+    return process
 
 
 _CURSOR = "aftersales.fastsql.cursor"

@@ -16,6 +16,7 @@ from aftersales.domain.jury import Account
 from aftersales.domain.types import Event
 from aftersales.policy.model import Policy
 from aftersales.store import tables as t
+from aftersales.store.fastsql import executemany
 
 _INSERT_OUTBOX = insert(t.outbox).inline()
 _COMPLAINT_FIELDS = ("id", "order_id", "buyer_id", "seller_id", "kind", "text", "status",
@@ -30,7 +31,7 @@ class RecordsStore:
     def add_outbox(self, events: Sequence[Any]) -> None:
         """Published events, in the transaction that made them (the worker delivers them)."""
         if events:
-            self.conn.execute(_INSERT_OUTBOX, [
+            executemany(self.conn, _INSERT_OUTBOX, [
                 {"aggregate": e.aggregate, "aggregate_id": e.aggregate_id, "name": e.name,
                  "at": e.at, "actor": e.actor, "rule": e.rule, "data": e.data} for e in events])
 

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): `aftersales.api.app.create_app`."""
