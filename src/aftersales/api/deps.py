@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -49,7 +49,9 @@ class Api:
         return self.clock()
 
 
-def get_api(request: Request) -> Api:
+# The dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the
+# thread pool, one hand-off per dependency and request.
+async def get_api(request: Request) -> Api:
     api: Api = request.app.state.api
     return api
 
@@ -59,7 +61,7 @@ bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                     description="A JWT from the marketplace's identity service (docs/api.md)")
 
 
-def current_principal(request: Request, api: ApiDep,
+async def current_principal(request: Request, api: ApiDep,
                       credentials: Annotated[HTTPAuthorizationCredentials | None,
                                              Security(bearer)]) -> Principal:
     if credentials is None:
@@ -77,11 +79,11 @@ def current_principal(request: Request, api: ApiDep,
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require(roles: Iterable[Role]) -> Callable[[Principal], Principal]:
+def require(roles: Iterable[Role]) -> Callable[[Principal], Awaitable[Principal]]:
     allowed = frozenset(roles)
     names = ", ".join(r.value for r in ALL_ROLES if r in allowed)
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             raise ApiProblem(403, "forbidden", f"this endpoint is for {names}; your token's "
                              f"role is {principal.role.value}")
@@ -105,7 +107,7 @@ def sees(principal: Principal, buyer: str, seller: str) -> bool:
 
 
 def visible_order(order_id: OrderId, principal: PrincipalDep, api: ApiDep) -> Order:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         order = uow.repo.get_order(order_id)
     if not sees(principal, order.buyer_id, order.seller_id):
         raise NotFound(f"unknown order {order_id!r}")
@@ -113,7 +115,7 @@ def visible_order(order_id: OrderId, principal: PrincipalDep, api: ApiDep) -> Or
 
 
 def visible_case(case_id: CaseId, principal: PrincipalDep, api: ApiDep) -> Case:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         case = uow.repo.get_case(case_id)
     if not sees(principal, case.buyer_id, case.seller_id):
         raise NotFound(f"unknown case {case_id!r}")
@@ -122,14 +124,14 @@ def visible_case(case_id: CaseId, principal: PrincipalDep, api: ApiDep) -> Case:
 
 def visible_complaint(complaint_id: ComplaintId, principal: PrincipalDep,
                       api: ApiDep) -> Complaint:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         complaint = uow.repo.get_complaint(complaint_id)
     if not sees(principal, complaint.buyer_id, complaint.seller_id):
         raise NotFound(f"unknown complaint {complaint_id!r}")
     return complaint
 
 
-def own_seller(seller_id: SellerId, principal: PrincipalDep) -> str:
+async def own_seller(seller_id: SellerId, principal: PrincipalDep) -> str:
     """A seller reads and manages only its own shop; staff and operators any."""
     if principal.platform or (principal.role is Role.SELLER
                               and principal.actor.id == seller_id):
@@ -139,7 +141,7 @@ def own_seller(seller_id: SellerId, principal: PrincipalDep) -> str:
 
 def own_task(task_id: TaskId, principal: PrincipalDep, api: ApiDep) -> dict[str, Any]:
     """A juror's own seat (IN-3); any other task is "not found"."""
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         try:
             seat = uow.repo.seat(task_id)
         except NotFound:
@@ -181,18 +183,22 @@ class Call:
         req = self.idem()
         if req is None:
             return None
-        with self.api.service.uow() as uow:
+        with self.api.service.uow(read_only=True) as uow:
             return idem.lookup(uow.repo.conn, req)
 
     def run(self, cmd: Command, respond: Respond, status: int = 200) -> JSONResponse:
-        """Run `cmd` in one transaction; its response (built inside that transaction) and the
-        idempotency record commit with it."""
-        replayed = self.replay()
-        if replayed is not None:
-            return replayed
+        """Run `cmd` in one transaction: the idempotency lookup first (a stored response is
+        returned and nothing runs), then the command, its response (built inside that
+        transaction) and the idempotency record, which commit together."""
         req = self.idem()
         now = self.api.now()
         out: dict[str, Any] = {}
+
+        def before(repo: Repository) -> None:
+            assert req is not None
+            replayed = idem.lookup(repo.conn, req)
+            if replayed is not None:
+                raise _Replayed(replayed)
 
         def before_commit(repo: Repository, result: Result) -> None:
             content = respond(repo, result).model_dump(mode="json", by_alias=True)
@@ -201,7 +207,10 @@ class Call:
             out["content"] = content
 
         try:
-            self.api.service.handle(cmd, now, before_commit=before_commit)
+            self.api.service.handle(cmd, now, before_commit=before_commit,
+                                    before=before if req is not None else None)
+        except _Replayed as stored:
+            return stored.response
         except (AftersalesError, IntegrityError) as exc:
             if req is None:
                 raise
@@ -225,6 +234,14 @@ class Call:
                 except IntegrityError:
                     uow.rollback()
         return JSONResponse(content, status_code=status)
+
+
+class _Replayed(Exception):
+    """Raised inside the command's transaction when the key already has a response."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__("replayed")
+        self.response = response
 
 
 IdempotencyKey = Annotated[str | None, Header(

@@ -19,14 +19,21 @@ from datetime import datetime
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from aftersales.api.problems import ApiProblem
 from aftersales.store import tables as t
+from aftersales.store.fastsql import execute, fetch
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 _KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+
+# Built once: every POST runs both (store/fastsql.py: compiled once, run on the DBAPI cursor).
+_k = t.idempotency_keys
+_LOOKUP = select(_k).where(_k.c.principal == bindparam("b_principal"),
+                           _k.c.key == bindparam("b_key"))
+_STORE = insert(_k)
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,10 @@ def body_digest(body: bytes) -> str:
 def lookup(conn: Connection, req: Request) -> JSONResponse | None:
     """The stored response for this key, or None when the key is new. The same key for another
     request is refused."""
-    k = t.idempotency_keys
-    row = conn.execute(select(k).where(k.c.principal == req.principal,
-                                       k.c.key == req.key)).mappings().first()
-    if row is None:
+    rows = fetch(conn, _LOOKUP, {"b_principal": req.principal, "b_key": req.key})
+    if not rows:
         return None
+    row = rows[0]
     if (row["method"], row["path"], row["body_sha256"]) != (req.method, req.path,
                                                              req.body_sha256):
         raise ApiProblem(422, "idempotency_key_reused",
@@ -80,6 +86,7 @@ def lookup(conn: Connection, req: Request) -> JSONResponse | None:
 def store(conn: Connection, req: Request, status: int, response: Any, now: datetime) -> None:
     """In the caller's transaction: a concurrent first use of the key fails the unique key, and
     the whole transaction (the action included) rolls back."""
-    conn.execute(insert(t.idempotency_keys).values(
-        principal=req.principal, key=req.key, method=req.method, path=req.path,
-        body_sha256=req.body_sha256, status_code=status, response=response, created_at=now))
+    execute(conn, _STORE, {
+        "principal": req.principal, "key": req.key, "method": req.method, "path": req.path,
+        "body_sha256": req.body_sha256, "status_code": status, "response": response,
+        "created_at": now})

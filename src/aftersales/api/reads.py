@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 
 from aftersales.api import pagination
 from aftersales.api.pagination import Sort
@@ -27,9 +27,13 @@ from aftersales.domain.orders import Order
 from aftersales.service.commands import Published
 from aftersales.service.queries import case_view, complaint_view, order_view
 from aftersales.store import tables as t
+from aftersales.store.fastsql import fetch
 from aftersales.store.repository import Repository
 
 SELLER_MOVES = ("awaiting_seller", "return_shipped", "awaiting_replacement")
+# One order's violations, as `Repository.violations_of([id])` reads them, built once (fastsql).
+_VIOLATIONS_OF_ORDER = select(t.violations).where(
+    t.violations.c.order_id == bindparam("b_order")).order_by(t.violations.c.id)
 
 
 def events_out(events: Sequence[Published]) -> list[EventOut]:
@@ -40,7 +44,7 @@ def events_out(events: Sequence[Published]) -> list[EventOut]:
 
 
 def order_out(repo: Repository, order: Order) -> OrderOut:
-    found = repo.violations_of([order.id])
+    found = fetch(repo.conn, _VIOLATIONS_OF_ORDER, {"b_order": order.id})
     due, kind = order.next_deadline()
     return OrderOut.model_validate({**order_view(order, None, found),
                                     "next_deadline": due, "deadline_kind": kind})

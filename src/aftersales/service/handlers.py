@@ -99,8 +99,10 @@ class Service:
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager
-    def uow(self) -> Iterator[UnitOfWork]:
-        with UnitOfWork(self.engine, self._connections) as uow:
+    def uow(self, *, read_only: bool = False) -> Iterator[UnitOfWork]:
+        """A unit of work on this thread's kept connection. `read_only`: for reads only, with
+        no transaction round trips on PostgreSQL (`UnitOfWork`)."""
+        with UnitOfWork(self.engine, self._connections, read_only=read_only) as uow:
             yield uow
 
     def pinned_policy(self, repo: Repository, policy_id: str, version: str) -> Policy:
@@ -120,13 +122,18 @@ class Service:
         return policy
 
     def handle(self, cmd: Command, now: datetime,
-               before_commit: Callable[[Repository, Result], None] | None = None) -> Result:
+               before_commit: Callable[[Repository, Result], None] | None = None, *,
+               before: Callable[[Repository], None] | None = None) -> Result:
         """Run one command at time `now` in its own transaction. Its events go to the outbox
         in the same transaction; `before_commit` may write more in it (the API's idempotency
-        record), and a failure there rolls everything back."""
+        record), and a failure there rolls everything back. `before` runs first in the same
+        transaction (the API's idempotency lookup); an exception from it rolls back and
+        propagates, and the command is not run."""
         require_aware(now, "now")
         handler = self._handler_for(cmd)
         with self.uow() as uow:
+            if before is not None:
+                before(uow.repo)
             try:
                 result = handler(uow.repo, cmd, now)
                 uow.repo.add_outbox(result.events)

@@ -100,12 +100,26 @@ class KeptConnections:
 
 
 class UnitOfWork:
-    def __init__(self, engine: Engine, kept: KeptConnections | None = None) -> None:
+    """One transaction (BEGIN ... COMMIT/ROLLBACK) on a connection, and the repository on it.
+
+    `read_only=True` is for units of work that only read (the API's GETs and access checks).
+    On PostgreSQL (psycopg) it runs them in autocommit mode: each statement is its own
+    transaction, as under READ COMMITTED anyway, without the BEGIN and ROLLBACK round trips
+    (psycopg sends BEGIN on its own before the first statement). The switch is client-side and
+    is undone before the connection is released; a connection where that fails is invalidated,
+    so it never reaches a later (writing) unit of work in autocommit mode. `commit()` is refused
+    in a read-only unit of work. Elsewhere (SQLite) it is an ordinary unit of work.
+    """
+
+    def __init__(self, engine: Engine, kept: KeptConnections | None = None, *,
+                 read_only: bool = False) -> None:
         self.engine = engine
         self.conn: Connection | None = None
         self.repo: Repository
         self._kept = kept  # where to get a connection, if not checked out of the pool
         self._is_kept = False
+        self._read_only = read_only
+        self._autocommit = False  # the driver was switched to autocommit for this unit
 
     def __enter__(self) -> UnitOfWork:
         if self._kept is None:
@@ -113,8 +127,16 @@ class UnitOfWork:
         else:
             self.conn, self._is_kept = self._kept.acquire()
         try:
+            if self._read_only and self.engine.dialect.driver == "psycopg":
+                driver = self.conn.connection.driver_connection
+                if getattr(driver, "autocommit", None) is False:
+                    driver.autocommit = True  # type: ignore[union-attr]
+                    self._autocommit = True
             self.conn.begin()
         except BaseException:
+            if self._autocommit:
+                self._autocommit = False
+                self._leave_autocommit(self.conn)
             if self._is_kept:
                 assert self._kept is not None
                 self._kept.close()
@@ -125,8 +147,22 @@ class UnitOfWork:
         self.repo = Repository(self.conn)
         return self
 
+    @staticmethod
+    def _leave_autocommit(conn: Connection) -> None:
+        """Back to transactions; a connection that cannot be switched back (broken, or left
+        inside a transaction) is invalidated rather than reused in autocommit mode."""
+        if conn.closed or conn.invalidated:
+            return
+        driver = conn.connection.driver_connection
+        try:
+            driver.autocommit = False  # type: ignore[union-attr]
+        except Exception as err:
+            conn.invalidate(err)
+
     def commit(self) -> None:
         assert self.conn is not None
+        if self._read_only:
+            raise RuntimeError("commit() in a read-only unit of work")
         self.conn.commit()
 
     def rollback(self) -> None:
@@ -136,8 +172,13 @@ class UnitOfWork:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         assert self.conn is not None
-        if self.conn.in_transaction():
-            self.conn.rollback()
+        try:
+            if self.conn.in_transaction():
+                self.conn.rollback()  # in autocommit mode: nothing to send
+        finally:
+            if self._autocommit:
+                self._autocommit = False
+                self._leave_autocommit(self.conn)
         if self._is_kept:
             assert self._kept is not None
             self._kept.release(self.conn)

@@ -85,7 +85,7 @@ def _money(value: str | None, currency: str) -> Money | None:
 @endpoint(router, "POST", "/cases", roles=(Role.BUYER,), status_code=201,
           response_model=CaseResult, summary="Open an after-sales request on an order")
 def open_case(body: OpenCaseIn, call: CallDep, api: ApiDep) -> object:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         order = uow.repo.get_order(body.order)
     if not sees(call.principal, order.buyer_id, order.seller_id):
         raise NotFound(f"unknown order {body.order!r}")
@@ -131,7 +131,7 @@ def list_cases(
         if seller not in (None, actor.id):
             return CasePage(items=[], next_cursor=None)
         seller = actor.id
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         items, nxt = reads.list_cases(
             uow.repo, sort=sort, cursor=cursor, limit=limit,
             statuses=[s.value for s in status or ()],
@@ -143,7 +143,7 @@ def list_cases(
 
 @endpoint(router, "GET", "/cases/{case_id}", roles=PARTIES_AND_PLATFORM, response_model=CaseOut,
           summary="A case: status, outcome, money, running deadline, intervention state")
-def get_case(case: VisibleCase) -> CaseOut:
+async def get_case(case: VisibleCase) -> CaseOut:  # no I/O: no thread hand-off
     return reads.case_out(case)
 
 
@@ -151,7 +151,7 @@ def get_case(case: VisibleCase) -> CaseOut:
           response_model=list[TimelineEntry],
           summary="The case's event log as the caller may see it (CP-2)")
 def timeline(case: VisibleCase, principal: PrincipalDep, api: ApiDep) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.timeline(uow.repo, case.id, principal.actor)
 
 
@@ -257,7 +257,7 @@ def send_to_jury(case: VisibleCase, call: CallDep, body: SendToJuryIn | None = N
 @endpoint(router, "GET", "/cases/{case_id}/evidence", roles=PARTIES_AND_PLATFORM,
           response_model=list[EvidenceOut], summary="The case's evidence items, oldest first")
 def list_evidence(case: VisibleCase, principal: PrincipalDep, api: ApiDep) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.case_evidence(uow.repo, case.id, principal.actor)
 
 
@@ -338,7 +338,7 @@ def submit_evidence(case: VisibleCase, call: CallDep, body: EvidenceIn) -> objec
                            "content": {m: _BINARY for m in ALLOWED_MEDIA}}})
 def evidence_file(case: VisibleCase, evidence_id: EvidenceId, principal: PrincipalDep,
                   api: ApiDep, blobs: BlobsDep) -> FileResponse:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         path, media_type = views.evidence_file(uow.repo, blobs, case.id, evidence_id,
                                                principal.actor)
     return FileResponse(path, media_type=media_type, headers={

@@ -46,7 +46,7 @@ def _result(repo: Repository, result: Result) -> ComplaintResult:
 @endpoint(router, "POST", "/complaints", roles=(Role.BUYER,), status_code=201,
           response_model=ComplaintResult, summary="Complain about the shop of an order (CP-1)")
 def complain(body: ComplainIn, call: CallDep, api: ApiDep) -> object:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         order = uow.repo.get_order(body.order)
     if not sees(call.principal, order.buyer_id, order.seller_id):
         raise NotFound(f"unknown order {body.order!r}")
@@ -65,7 +65,7 @@ def list_complaints(
     actor = principal.actor
     buyer = actor.id if actor.role is Role.BUYER else None
     seller = actor.id if actor.role is Role.SELLER else None
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         items, nxt = reads.list_complaints(uow.repo, cursor=cursor, limit=limit, buyer=buyer,
                                            seller=seller, status=status, order=order)
     return ComplaintPage(items=items, next_cursor=nxt)
@@ -74,7 +74,7 @@ def list_complaints(
 @endpoint(router, "GET", "/complaints/{complaint_id}", roles=PARTIES_AND_PLATFORM,
           response_model=ComplaintOut, summary="A complaint")
 def get_complaint(complaint: VisibleComplaint, api: ApiDep) -> ComplaintOut:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return reads.complaint_out(uow.repo, complaint.id)
 
 
@@ -82,7 +82,7 @@ def get_complaint(complaint: VisibleComplaint, api: ApiDep) -> ComplaintOut:
           response_model=list[TimelineEntry], summary="The complaint's log (CP-2)")
 def complaint_timeline(complaint: VisibleComplaint, principal: PrincipalDep,
                        api: ApiDep) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.complaint_timeline(uow.repo, complaint.id, principal.actor)
 
 

@@ -30,14 +30,14 @@ J = (Role.JUROR,)
 @endpoint(router, "GET", "/tasks", roles=J, response_model=list[JuryTaskSummary],
           summary="The caller's jury tasks, newest first")
 def tasks(principal: PrincipalDep, api: ApiDep) -> list[JuryTaskSummary]:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return reads.jury_tasks(uow.repo, principal.sub)
 
 
 @endpoint(router, "GET", "/tasks/{task_id}", roles=J, response_model=JurorTaskOut,
           summary="The anonymised case of a task: no names, ids, tracking numbers or addresses")
 def task(seat: OwnTask, principal: PrincipalDep, api: ApiDep) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.juror_task(uow.repo, seat["task_id"], principal.sub,
                                 api.service.blobs is not None)
 
@@ -51,7 +51,7 @@ def task_evidence_file(seat: OwnTask, principal: PrincipalDep, api: ApiDep,
                        index: Annotated[int, Path(ge=1, le=10_000)]) -> FileResponse:
     if api.service.blobs is None:
         raise NotFound("this server has no evidence store")
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         path, media_type = views.juror_evidence_file(uow.repo, api.service.blobs,
                                                      seat["task_id"], principal.sub, index)
     return FileResponse(path, media_type=media_type, headers={

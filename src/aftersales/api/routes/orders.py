@@ -89,7 +89,7 @@ def list_orders(
         if seller not in (None, actor.id):
             return OrderPage(items=[], next_cursor=None)
         seller = actor.id
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         items, nxt = reads.list_orders(uow.repo, sort=sort, cursor=cursor, limit=limit,
                                        statuses=[s.value for s in status or ()], buyer=buyer,
                                        seller=seller, deadline_before=deadline_before)
@@ -99,7 +99,7 @@ def list_orders(
 @endpoint(router, "GET", "/orders/{order_id}", roles=PARTIES_AND_PLATFORM,
           response_model=OrderOut, summary="An order, its lines, violations and compensation")
 def get_order(order: VisibleOrder, api: ApiDep) -> OrderOut:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return reads.order_out(uow.repo, order)
 
 
@@ -114,7 +114,7 @@ def ship(order: VisibleOrder, body: ShipIn, call: CallDep) -> object:
           response_model=list[ShipmentOut],
           summary="The order's parcels (outbound, return, replacement) and their scans")
 def shipments(order: VisibleOrder, api: ApiDep) -> list[ShipmentOut]:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return reads.shipments_of(uow.repo, order.id)
 
 

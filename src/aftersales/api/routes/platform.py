@@ -34,7 +34,7 @@ Version = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$",
 @endpoint(router, "GET", "/intervention/queue", roles=PLATFORM, response_model=list[QueueItem],
           summary="Cases the platform holds, next due first (IN-1..IN-9)")
 def queue(api: ApiDep, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.intervention_queue(uow.repo, api.now(), limit)
 
 
@@ -82,13 +82,13 @@ def policy(policy_id: PolicyId) -> PolicyOut:
           response_model=list[StoredPolicy],
           summary="The versions cases and orders are pinned to (stored on first use)")
 def policy_versions(policy_id: PolicyId, api: ApiDep) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return reads.stored_policies(uow.repo, policy_id)
 
 
 @endpoint(router, "GET", "/policies/{policy_id}/versions/{version}", roles=ALL_ROLES,
           response_model=PolicyOut, summary="A stored (pinned) version of a pack")
 def policy_version(policy_id: PolicyId, version: Version, api: ApiDep) -> PolicyOut:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         pack = uow.repo.get_policy(policy_id, version)
     return PolicyOut(id=pack.id, version=pack.version, body=loader.to_dict(pack))

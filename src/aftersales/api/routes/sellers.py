@@ -30,7 +30,7 @@ def inbox(seller_id: OwnSeller, api: ApiDep,
           deadline_before: Annotated[Time | None, Query()] = None,
           cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$")] = None,
           limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> CasePage:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         items, nxt = reads.list_cases(uow.repo, sort="deadline", cursor=cursor, limit=limit,
                                       seller=seller_id, deadline_before=deadline_before,
                                       seller_moves=True)
@@ -42,7 +42,7 @@ def inbox(seller_id: OwnSeller, api: ApiDep,
 def todo(seller_id: OwnSeller, api: ApiDep,
          hours: Annotated[int, Query(ge=1, le=24 * 30, description="At-risk horizon")] = 24
          ) -> Any:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return queries.seller_todo(uow.repo, seller_id, api.now(), hours)
 
 
@@ -55,14 +55,14 @@ def record(seller_id: OwnSeller, api: ApiDep,
     if start is not None and end is not None and start >= end:
         raise InvalidInput("from must be before to")
     currency = api.service.policies.current(None).currency
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return views.seller_report(uow.repo, seller_id, start, end, currency)
 
 
 @endpoint(router, "GET", "/{seller_id}/stock", roles=SELLER_AND_PLATFORM,
           response_model=StockOut, summary="In-stock quantities (a sku not listed is unlimited)")
 def stock(seller_id: OwnSeller, api: ApiDep) -> StockOut:
-    with api.service.uow() as uow:
+    with api.service.uow(read_only=True) as uow:
         return StockOut(seller=seller_id, stock=uow.repo.stock_of(seller_id))
 
 
