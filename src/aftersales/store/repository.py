@@ -480,7 +480,7 @@ class Repository(RecordsStore):
         return [r[0] for r in self.conn.execute(q)]
 
     def next_due(self) -> datetime | None:
-        a, b = self.conn.execute(_NEXT_DUE).one()
+        (a, b), = fetch_values(self.conn, _NEXT_DUE)  # asked before every simulated step
         known = [x for x in (a, b) if x is not None]
         return min(known) if known else None
 
