@@ -60,3 +60,16 @@ def test_a_buyer_shipping_the_return_after_the_sellers_silence_finds_the_case_ag
     with service.uow() as uow:
         names = [e.name for e in uow.repo.case_events(case_id)]
     assert names == ["CaseOpened", "DeadlinePassed", "ReturnShipped"]
+
+
+def test_a_rating_after_a_due_auto_confirm_publishes_the_completion(
+        service: Service) -> None:  # rule: SR-3, §9 auto_confirm_receipt
+    placed = service.handle(c.PlaceOrder(actor=BUYER, seller_id="s1", mode=ShippingMode.IN_STOCK,
+                                         lines=(LineSpec("A", 1, Money.parse("80.00")),)), T0)
+    assert placed.order_id
+    service.handle(c.Ship(actor=SELLER, order_id=placed.order_id, carrier="SF",
+                          tracking="SF-late-rate"), T0 + timedelta(hours=1))
+    at = T0 + timedelta(hours=1) + D.auto_confirm_receipt  # the worker has not run
+    result = service.handle(c.RateOrder(actor=BUYER, order_id=placed.order_id, stars=5,
+                                        comment="fine"), at)
+    assert "ReceiptAutoConfirmed" in [e.name for e in result.events]  # webhooks see it too

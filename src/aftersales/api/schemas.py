@@ -407,38 +407,6 @@ class JuryTally(Out):
     seller: int
 
 
-class CaseOut(Out):
-    id: str
-    order: str
-    buyer: str
-    seller: str
-    type: CaseType
-    reason: Reason
-    status: CaseStatus
-    outcome: Outcome
-    amount: str
-    refunded: str
-    decided_by: str | None
-    freight_payer: str
-    seller_responsible: bool
-    rules: list[str]
-    received: bool
-    opened_at: datetime
-    closed_at: datetime | None
-    deadline: datetime | None
-    deadline_kind: str | None
-    offer: str | None
-    policy: PolicyRef
-    escalated_by: str | None
-    staff_due: datetime | None
-    proof_from: str | None
-    proof_due: datetime | None
-    proof_requests: int
-    evidence: Tally
-    jury: JuryTally
-    penalty: str | None
-
-
 class CaseSummary(Out):
     id: str
     order: str
@@ -455,6 +423,25 @@ class CaseSummary(Out):
     closed_at: datetime | None
     deadline: datetime | None
     deadline_kind: str | None
+
+
+class CaseOut(CaseSummary):
+    """A case in full: its summary and the rest of what its parties see."""
+
+    freight_payer: str
+    seller_responsible: bool
+    rules: list[str]
+    received: bool
+    offer: str | None
+    policy: PolicyRef
+    escalated_by: str | None
+    staff_due: datetime | None
+    proof_from: str | None
+    proof_due: datetime | None
+    proof_requests: int
+    evidence: Tally
+    jury: JuryTally
+    penalty: str | None
 
 
 class CasePage(Out):

@@ -574,7 +574,7 @@ class Case:
             raise ActionNotAllowed("a no-reason request is a return (return_refund or exchange)",
                                    rule="FR-3", entity=order.id, action="open_case")
         for line in lines:
-            if not line.no_reason_7d or line.category in policy.after_sales.no_reason_excluded:
+            if not no_reason_guaranteed(line, policy):
                 raise ActionNotAllowed(
                     f"order {order.id} line {line.line_no}: the listing has no 7-day no-reason "
                     f"return", rule="IN-9", entity=order.id, action="open_case",
@@ -756,9 +756,7 @@ class Case:
         outcome = str(args["outcome"])
         rules: list[str] = []
         subjective = bool(args.get("subjective"))
-        guaranteed = all(order.line(no).no_reason_7d
-                         and order.line(no).category not in policy.after_sales.no_reason_excluded
-                         for no, _ in self.lines)
+        guaranteed = all(no_reason_guaranteed(order.line(no), policy) for no, _ in self.lines)
         if outcome == "reject":
             for key in ("amount", "penalty"):
                 if args.get(key) not in (None, "none"):
@@ -935,6 +933,12 @@ class _Probe:
     shipped_when_opened: bool
     return_method: str | None
     proof_due: datetime | None
+
+
+def no_reason_guaranteed(line: OrderLine, policy: Policy) -> bool:
+    """§9: the listing offers the 7-day no-reason return and its category is not excluded (the
+    same test for opening a no-reason request, AS-3, and for a subjective complaint, IN-9)."""
+    return line.no_reason_7d and line.category not in policy.after_sales.no_reason_excluded
 
 
 def no_reason_deadline(delivered_at: datetime, policy: Policy) -> datetime:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aftersales.domain.errors import ActionNotAllowed, InvalidInput, WrongActor
+from aftersales.domain.evidence import evidence_text
 from aftersales.domain.orders import Order
 from aftersales.domain.types import Actor, Event, OrderStatus, Role, require_aware
 from aftersales.policy.model import Policy
@@ -21,7 +22,6 @@ KINDS = ("broken_promise", "non_shipment", "infringement")
 # Penalties staff may attach when upholding (§9): late shipment compensation not paid before
 # staff upheld the complaint, a verified refusal to ship.
 COMPLAINT_PENALTIES = ("late_shipment_unpaid", "refusal_to_ship")
-TEXT_MAX = 2000
 
 # The machine, declared once: status -> action -> (next status, who may, rule).
 TRANSITIONS: dict[str, dict[str, tuple[str, Role, str]]] = {
@@ -33,12 +33,14 @@ TRANSITIONS: dict[str, dict[str, tuple[str, Role, str]]] = {
 }
 
 
-def _text(value: str | None, what: str, required: bool = False) -> str:
-    text = (value or "").strip()
+def _text(value: str | None, what: str, policy: Policy, required: bool = False) -> str:
+    """Free text: normalised, no control characters, within the pack's limit (as evidence)."""
+    try:
+        text = evidence_text(value, policy.intervention.evidence_text_max)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc.message}") from None
     if required and not text:
         raise InvalidInput(f"{what} is required")
-    if len(text) > TEXT_MAX:
-        raise InvalidInput(f"{what} has {len(text)} characters; the limit is {TEXT_MAX}")
     return text
 
 
@@ -64,6 +66,7 @@ class Complaint:
 
     @classmethod
     def file(cls, *, complaint_id: str, order: Order, actor: Actor, kind: str, text: str,
+             policy: Policy,
              now: datetime, open_kinds: Iterable[str] = ()) -> Complaint:
         """CP-1: the order's buyer complains about the shop; `open_kinds` are the kinds of this
         order's complaints still open (one open complaint per order and kind)."""
@@ -86,7 +89,7 @@ class Complaint:
                                    rule="CP-1", entity=order.id, action="complain",
                                    code="complaint_open")
         c = cls(id=complaint_id, order_id=order.id, buyer_id=order.buyer_id,
-                seller_id=order.seller_id, kind=kind, text=_text(text, "complaint text"),
+                seller_id=order.seller_id, kind=kind, text=_text(text, "complaint text", policy),
                 status="open", opened_at=now)
         c._record("ComplaintFiled", now, actor, "CP-1", {
             "id": c.id, "order_id": c.order_id, "buyer_id": c.buyer_id,
@@ -114,7 +117,7 @@ class Complaint:
                 raise ActionNotAllowed(f"complaint {self.id}: the seller has answered already",
                                        rule="IN-3", entity=self.id, action=action,
                                        status=self.status, code="already_answered")
-            changes["seller_response"] = _text(text, "the seller's answer", required=True)
+            changes["seller_response"] = _text(text, "the seller's answer", policy, required=True)
             return self._record("ComplaintContested", now, actor, rule, changes)
         if penalty in (None, "none"):
             penalty = None
@@ -123,7 +126,7 @@ class Complaint:
                                f"{', '.join(COMPLAINT_PENALTIES)}", rule="CP-1")
         points = getattr(policy.penalties, penalty) if penalty else 0
         changes.update(resolved_at=now, resolved_by=str(actor), penalty=penalty, points=points,
-                       resolution=_text(text, "the resolution"))
+                       resolution=_text(text, "the resolution", policy))
         if points:
             order.penalize(points, at=now, actor=actor, rule="CP-1",
                            reason=f"complaint {self.id} ({self.kind}) upheld: "
@@ -141,7 +144,8 @@ class Complaint:
         return event
 
 
-def check_rating(order: Order, actor: Actor, stars: Any, comment: str | None) -> str:
+def check_rating(order: Order, actor: Actor, stars: Any, comment: str | None,
+                 policy: Policy) -> str:
     """SR-3: the order's buyer, after completion, 1-5 stars; returns the cleaned comment."""
     if actor.role is not Role.BUYER or actor.id != order.buyer_id:
         raise WrongActor(f"{actor} may not rate order {order.id}: only its buyer may",
@@ -153,12 +157,12 @@ def check_rating(order: Order, actor: Actor, stars: Any, comment: str | None) ->
     if isinstance(stars, bool) or not isinstance(stars, int) or not 1 <= stars <= 5:
         raise InvalidInput(f"stars must be a whole number from 1 to 5, not {stars!r}",
                            rule="SR-3")
-    return _text(comment, "the comment")
+    return _text(comment, "the comment", policy)
 
 
-def check_reply(order: Order, actor: Actor, text: str | None) -> str:
+def check_reply(order: Order, actor: Actor, text: str | None, policy: Policy) -> str:
     """SR-3: the order's seller replies once."""
     if actor.role is not Role.SELLER or actor.id != order.seller_id:
         raise WrongActor(f"{actor} may not reply to the rating of order {order.id}: only its "
                          "seller may", rule="SR-3", entity=order.id, action="reply")
-    return _text(text, "the reply", required=True)
+    return _text(text, "the reply", policy, required=True)

@@ -345,9 +345,10 @@ class Service:
                                rule="IN-5")
         if not self.blobs.exists(file.sha256):
             raise NotFound(f"no stored evidence file {file.sha256}")
-        if self.blobs.media_type(file.sha256) != file.media_type:
-            raise InvalidInput(f"evidence file {file.sha256} is "
-                               f"{self.blobs.media_type(file.sha256)}, not {file.media_type}")
+        sniffed = self.blobs.media_type(file.sha256)  # read from the stored bytes
+        if sniffed != file.media_type:
+            raise InvalidInput(f"evidence file {file.sha256} is {sniffed}, "
+                               f"not {file.media_type}")
 
     @staticmethod
     def _project(repo: Repository, case: Case, now: datetime) -> None:
@@ -380,9 +381,10 @@ class Service:
     # -- complaints (CP-1) and ratings (SR-3) ------------------------------------------------
     def _complain(self, repo: Repository, cmd: Complain, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
         complaint = Complaint.file(complaint_id=cmd.complaint_id or self.ids("cmp"), order=order,
                                    actor=cmd.actor, kind=cmd.kind, text=cmd.text, now=now,
-                                   open_kinds=repo.open_complaint_kinds(order.id))
+                                   policy=policy, open_kinds=repo.open_complaint_kinds(order.id))
         out = _published("complaint", complaint.id, complaint.pending)
         repo.add_complaint(complaint)
         return Result(out, order_id=order.id, complaint_id=complaint.id)
@@ -405,12 +407,14 @@ class Service:
 
     def _rate(self, repo: Repository, cmd: RateOrder, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
-        order.on_deadline(now)  # an auto-confirm that is due completes the order first
-        comment = check_rating(order, cmd.actor, cmd.stars, cmd.comment)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        order.on_deadline(now, policy)  # an auto-confirm that is due completes the order first
+        comment = check_rating(order, cmd.actor, cmd.stars, cmd.comment, policy)
         self._settle(repo, order, now)
+        out = _published("order", order.id, order.pending)  # before the save clears them
         repo.save_order(order)
         repo.add_rating(order.id, order.buyer_id, order.seller_id, cmd.stars, comment, now)
-        return Result(_published("order", order.id, order.pending), order_id=order.id)
+        return Result(out, order_id=order.id)
 
     def _remind(self, repo: Repository, cmd: RemindBuyer, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
@@ -424,7 +428,8 @@ class Service:
 
     def _reply_to_rating(self, repo: Repository, cmd: ReplyToRating, now: datetime) -> Result:
         order = repo.get_order(cmd.order_id)
-        repo.reply_to_rating(order.id, check_reply(order, cmd.actor, cmd.text), now)
+        policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
+        repo.reply_to_rating(order.id, check_reply(order, cmd.actor, cmd.text, policy), now)
         return Result(order_id=order.id)
 
     # -- shipping rules (SH-2..SH-6, SH-9) ---------------------------------------------------

@@ -23,7 +23,7 @@ from aftersales.api.deps import (
     IdempotencyKey,
     PrincipalDep,
     VisibleCase,
-    sees,
+    visible_order,
 )
 from aftersales.api.idempotency import check_key
 from aftersales.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -85,10 +85,7 @@ def _money(value: str | None, currency: str) -> Money | None:
 @endpoint(router, "POST", "/cases", roles=(Role.BUYER,), status_code=201,
           response_model=CaseResult, summary="Open an after-sales request on an order")
 def open_case(body: OpenCaseIn, call: CallDep, api: ApiDep) -> object:
-    with api.service.uow(read_only=True) as uow:
-        order = uow.repo.get_order(body.order)
-    if not sees(call.principal, order.buyer_id, order.seller_id):
-        raise NotFound(f"unknown order {body.order!r}")
+    order = visible_order(body.order, call.principal, api)
     lines = None
     if body.lines is not None:
         chosen = []

@@ -13,7 +13,7 @@ from aftersales.api.deps import (
     CallDep,
     PrincipalDep,
     VisibleComplaint,
-    sees,
+    visible_order,
 )
 from aftersales.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from aftersales.api.routing import endpoint
@@ -27,7 +27,6 @@ from aftersales.api.schemas import (
     ResolveComplaintIn,
     TimelineEntry,
 )
-from aftersales.domain.errors import NotFound
 from aftersales.domain.types import Role
 from aftersales.service import commands as c
 from aftersales.service import views
@@ -46,10 +45,7 @@ def _result(repo: Repository, result: Result) -> ComplaintResult:
 @endpoint(router, "POST", "/complaints", roles=(Role.BUYER,), status_code=201,
           response_model=ComplaintResult, summary="Complain about the shop of an order (CP-1)")
 def complain(body: ComplainIn, call: CallDep, api: ApiDep) -> object:
-    with api.service.uow(read_only=True) as uow:
-        order = uow.repo.get_order(body.order)
-    if not sees(call.principal, order.buyer_id, order.seller_id):
-        raise NotFound(f"unknown order {body.order!r}")
+    order = visible_order(body.order, call.principal, api)
     return call.run(c.Complain(actor=call.principal.actor, order_id=order.id, kind=body.kind,
                                text=body.text), _result, 201)
 
