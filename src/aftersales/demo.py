@@ -44,7 +44,7 @@ import random
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -182,12 +182,9 @@ class SimCase:
     panel: tuple[str, ...] = ()  # the jurors drawn (IN-3)
 
 
-@dataclass(order=True)
-class _Item:
-    at: datetime
-    seq: int
-    fn: Callable[..., None] = field(compare=False)
-    args: tuple[Any, ...] = field(compare=False, default=())
+# What will happen: (when, sequence number, what, its arguments). Plain tuples, ordered by time
+# and then by scheduling order (the sequence number is unique, so the rest is never compared).
+_Item = tuple[datetime, int, Callable[..., None], tuple[Any, ...]]
 
 
 class Simulation:
@@ -229,7 +226,7 @@ class Simulation:
     # -- queue and clock --------------------------------------------------------------------
     def schedule(self, at: datetime, fn: Callable[..., None], *args: Any) -> None:
         self._seq += 1
-        heapq.heappush(self.queue, _Item(at, self._seq, fn, args))
+        heapq.heappush(self.queue, (at, self._seq, fn, args))
 
     def later(self, lo_h: float, hi_h: float, fn: Callable[..., None], *args: Any,
               base: datetime | None = None) -> None:
@@ -253,10 +250,10 @@ class Simulation:
             self.schedule(at, self.place_order, n)
         steps = 0
         while self.queue:
-            item = heapq.heappop(self.queue)
-            self.advance(item.at)
-            self.clock = max(self.clock, item.at)
-            item.fn(*item.args)
+            at, _seq, fn, args = heapq.heappop(self.queue)
+            self.advance(at)
+            self.clock = max(self.clock, at)
+            fn(*args)
             steps += 1
             if tick is not None and steps % 250 == 0:
                 tick(self)

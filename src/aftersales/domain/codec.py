@@ -8,8 +8,12 @@ from typing import Any
 
 from aftersales.domain.money import Money
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})  # JSON as they are (not subclasses)
+
 
 def encode(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most values: checked first, in one set lookup
+        return value
     if isinstance(value, Money):
         return {"$money": value.minor, "$cur": value.currency}
     if isinstance(value, datetime):

@@ -34,6 +34,7 @@ from aftersales.domain.expr import (
     Lower,
     Now,
     Param,
+    compiled,
     eq,
     holds,
     ne,
@@ -153,7 +154,7 @@ def next_check(facts: Mapping[str, Any], policy: Policy, now: datetime,
     for r in RULES:
         if r.due is None or r.name in already:
             continue
-        at = r.due.eval(facts, params, now)
+        at = compiled(r.due)(facts, params, now)
         # Plan only a check that would fire if nothing new happens before it (an upload, a
         # scan): anything new re-plans, so a check the facts already rule out is never needed.
         if isinstance(at, datetime) and at > now and holds(r.when, facts, params, at):

@@ -20,6 +20,7 @@ from aftersales.domain.errors import AftersalesError, ConcurrencyConflict
 from aftersales.service.commands import Published
 from aftersales.service.handlers import Service
 from aftersales.store.repository import Repository
+from aftersales.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from aftersales.service.webhooks import Sender
@@ -44,44 +45,45 @@ def run_due(service: Service, now: datetime, *, batch: int = 200,
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
-        n_cases = _batch(service, now, batch, stats, Repository.claim_due_cases,
-                         service.fire_case_deadline, "cases")
-        n_orders = _batch(service, now, batch, stats, Repository.claim_due_orders,
-                          service.fire_order_deadline, "orders")
+        with service.uow() as uow:  # one transaction a round: cases, then orders
+            n_cases = _batch(uow, now, batch, stats, Repository.claim_due_cases,
+                             service.fire_case_deadline, "cases")
+            n_orders = _batch(uow, now, batch, stats, Repository.claim_due_orders,
+                              service.fire_order_deadline, "orders")
+            uow.commit()
         if n_cases < batch and n_orders < batch:
             break
     return stats
 
 
-def _batch(service: Service, now: datetime, size: int, stats: RunStats,
+def _batch(uow: UnitOfWork, now: datetime, size: int, stats: RunStats,
            claim: Callable[[Repository, datetime, int, Collection[str]], list[str]],
            fire: Callable[[Repository, str, datetime], list[Published]], what: str) -> int:
-    with service.uow() as uow:
-        assert uow.conn is not None
-        ids = claim(uow.repo, now, size, stats.failed)
-        for item in ids:
-            savepoint = uow.conn.begin_nested()
-            try:
-                events = fire(uow.repo, item, now)
-                uow.repo.add_outbox(events)  # with the change, as every command's events
-                savepoint.commit()
-            except ConcurrencyConflict:
-                savepoint.rollback()
-                stats.conflicts += 1
-                stats.failed.add(item)  # the winner moved it on; look again next round
-                continue
-            except AftersalesError as exc:  # a rule refused the timeout: log it, keep going
-                savepoint.rollback()
-                log.error("deadline of %s %s not applied: %s", what, item, exc)
-                stats.failed.add(item)
-                continue
-            if events:
-                stats.events += events
-                if what == "cases":
-                    stats.cases += 1
-                else:
-                    stats.orders += 1
-        uow.commit()
+    """Claim up to `size` due items and fire each in its own savepoint (not committed here)."""
+    assert uow.conn is not None
+    ids = claim(uow.repo, now, size, stats.failed)
+    for item in ids:
+        savepoint = uow.conn.begin_nested()
+        try:
+            events = fire(uow.repo, item, now)
+            uow.repo.add_outbox(events)  # with the change, as every command's events
+            savepoint.commit()
+        except ConcurrencyConflict:
+            savepoint.rollback()
+            stats.conflicts += 1
+            stats.failed.add(item)  # the winner moved it on; look again next round
+            continue
+        except AftersalesError as exc:  # a rule refused the timeout: log it, keep going
+            savepoint.rollback()
+            log.error("deadline of %s %s not applied: %s", what, item, exc)
+            stats.failed.add(item)
+            continue
+        if events:
+            stats.events += events
+            if what == "cases":
+                stats.cases += 1
+            else:
+                stats.orders += 1
     return len(ids)
 
 

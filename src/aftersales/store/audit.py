@@ -29,11 +29,24 @@ GENESIS = "0" * 64
 """The `prev_hash` of a log's first entry, and the head of a case with no entries."""
 
 
+# json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False),
+# built once (json.dumps builds an encoder per call when given options).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+_FLAT = frozenset({str, bool, int, type(None)})  # canonical as they are (exact types only)
+
+
 def _canonical(value: Any, where: str = "changes") -> Any:
     """A JSON value in the one form both databases give back: dicts with str keys, lists, str,
     bool, None, int, and float only when not integral (3600.0 and 1e20 become ints, as PostgreSQL
     numerics read back). Anything else is refused rather than hashed ambiguously."""
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is dict and all(type(k) is str for k in value):  # the usual case, no copy of keys
+        return {key: _canonical(item, f"{where}.{key}") if type(item) not in _FLAT else item
+                for key, item in value.items()}
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return int(value)  # an IntEnum hashes as its number
@@ -64,9 +77,7 @@ def entry_hash(prev: str, case_id: str, seq: int, name: str, at: datetime, actor
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise TypeError(f"seq must be an int, got {seq!r}")
     at_utc = at.astimezone(UTC).isoformat(timespec="microseconds")
-    text = json.dumps([prev, case_id, seq, name, at_utc, actor, rule, _canonical(changes)],
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    text = _ENCODER.encode([prev, case_id, seq, name, at_utc, actor, rule, _canonical(changes)])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -122,6 +122,16 @@ _ANY_BY_TRACKING = select(t.shipments.c.id).where(
 _NEXT_DUE = select(  # one round trip; the simulated clock (advance) asks before every step
     select(func.min(_C.c.deadline)).scalar_subquery(),
     select(func.min(_O.c.next_deadline)).scalar_subquery())
+def _claim_stmt(id_col: Any, due_col: Any, locking: bool) -> Any:
+    q = (select(id_col).where(due_col <= bindparam("b_now"))
+         .order_by(due_col).limit(bindparam("b_limit")))
+    return q.with_for_update(skip_locked=True) if locking else q
+
+
+# The worker's claims (oldest due first; on PostgreSQL locked, skipping rows others hold).
+_CLAIMS = {(col.table.name, locking): _claim_stmt(col, due, locking)
+           for col, due in ((_C.c.id, _C.c.deadline), (_O.c.id, _O.c.next_deadline))
+           for locking in (False, True)}
 _S = t.stock
 _TAKE_STOCK = (update(_S).where(_S.c.seller_id == bindparam("b_seller"),
                                 _S.c.sku == bindparam("b_sku"),
@@ -163,6 +173,10 @@ _LINE_VALUES = itemgetter(*(_OL_POS[f"l_{k}"] for k in (
     "line_no", "sku", "title", "qty", "unit_price", "paid", "refunded", "no_reason_7d",
     "category", "warranty_days", "warranty_kind", "open_case_id", "after_sales_used",
     "weight_g")))
+# `_SELECT_CASE_ORDER` rows by position: the case's columns, then `_ORDER_AND_LINES`'.
+_CASE_KEYS = tuple(c.key for c in _C.c)
+_N_CASE = len(_CASE_KEYS)
+assert {k: i - _N_CASE for k, i in positions(_SELECT_CASE_ORDER).items() if i >= _N_CASE} == _OL_POS
 _P_ID, _P_CURRENCY, _P_MODE, _P_STATUS, _P_GAP, _P_VIOLATIONS, _P_OOS = (
     _OL_POS[f"o_{k}"] for k in ("id", "currency", "mode", "status", "max_scan_gap_s",
                                 "violations", "oos_lines"))
@@ -211,7 +225,8 @@ class Repository(RecordsStore):
 
     @staticmethod
     def _order_from_values(rows: Sequence[Sequence[Any]]) -> Order:
-        """`_order_from_rows` for rows of `_ORDER_AND_LINES` read by position."""
+        """An order from its rows of `_ORDER_AND_LINES` (the order repeated on each, one line per
+        row), read by position."""
         row = rows[0]
         cur = row[_P_CURRENCY]
         gap = row[_P_GAP]
@@ -227,27 +242,6 @@ class Repository(RecordsStore):
             max_scan_gap=timedelta(seconds=gap) if gap is not None else None,
             violations=tuple(row[_P_VIOLATIONS] or ()),
             oos_lines=tuple(row[_P_OOS] or ()),
-        )
-
-    @staticmethod
-    def _order_from_rows(rows: Sequence[Any]) -> Order:
-        """Rows of `_ORDER_AND_LINES`: the order repeated on each, one line per row."""
-        row = rows[0]
-        cur = row["o_currency"]
-        return Order(
-            **{k: row[label] for k, label in _ORDER_LABELS},
-            mode=ShippingMode(row["o_mode"]), status=OrderStatus(row["o_status"]),
-            lines=[OrderLine(
-                ln["l_line_no"], ln["l_sku"], ln["l_title"], ln["l_qty"],
-                Money(ln["l_unit_price"], cur), Money(ln["l_paid"], cur),
-                Money(ln["l_refunded"], cur), ln["l_no_reason_7d"], ln["l_category"],
-                ln["l_warranty_days"], ln["l_warranty_kind"], ln["l_open_case_id"],
-                ln["l_after_sales_used"], ln["l_weight_g"])
-                for ln in rows if ln["l_line_no"] is not None],
-            max_scan_gap=(timedelta(seconds=row["o_max_scan_gap_s"])
-                          if row["o_max_scan_gap_s"] is not None else None),
-            violations=tuple(row["o_violations"] or ()),
-            oos_lines=tuple(row["o_oos_lines"] or ()),
         )
 
     def add_order(self, order: Order) -> None:
@@ -361,12 +355,14 @@ class Repository(RecordsStore):
 
     def get_case_and_order(self, case_id: str) -> tuple[Case, Order]:
         """The case and its order, as `get_case` then `get_order` would load them."""
-        rows = fetch(self.conn, _SELECT_CASE_ORDER, {"b_id": case_id})
+        rows = fetch_values(self.conn, _SELECT_CASE_ORDER, {"b_id": case_id})
         if not rows:
             raise NotFound(f"unknown case {case_id!r}")
-        if rows[0]["o_id"] is None:
-            raise NotFound(f"unknown order {rows[0]['order_id']!r}")
-        return self._case_from_row(rows[0]), self._order_from_rows(rows)
+        case = dict(zip(_CASE_KEYS, rows[0], strict=False))  # the case's columns come first
+        if rows[0][_N_CASE + _P_ID] is None:
+            raise NotFound(f"unknown order {case['order_id']!r}")
+        return (self._case_from_row(case),
+                self._order_from_values([row[_N_CASE:] for row in rows]))
 
     @staticmethod
     def _case_from_row(row: Any) -> Case:
@@ -461,21 +457,22 @@ class Repository(RecordsStore):
         """Ids of cases whose deadline has passed, oldest first. On PostgreSQL the rows stay
         locked until commit and rows another worker holds are skipped (SKIP LOCKED). `exclude`
         holds ids that failed earlier in this round, so they cannot starve the rest."""
-        q = (select(t.cases.c.id).where(t.cases.c.deadline <= now)
-             .order_by(t.cases.c.deadline).limit(limit))
-        if exclude:
-            q = q.where(t.cases.c.id.not_in(list(exclude)))
-        if self.conn.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        return [r[0] for r in self.conn.execute(q)]
+        return self._claim(_C.c.id, _C.c.deadline, now, limit, exclude)
 
     def claim_due_orders(self, now: datetime, limit: int,
                          exclude: Collection[str] = ()) -> list[str]:
-        q = (select(t.orders.c.id).where(t.orders.c.next_deadline <= now)
-             .order_by(t.orders.c.next_deadline).limit(limit))
-        if exclude:
-            q = q.where(t.orders.c.id.not_in(list(exclude)))
-        if self.conn.dialect.name == "postgresql":
+        return self._claim(_O.c.id, _O.c.next_deadline, now, limit, exclude)
+
+    def _claim(self, id_col: Any, due_col: Any, now: datetime, limit: int,
+               exclude: Collection[str]) -> list[str]:
+        locking = self.conn.dialect.name == "postgresql"
+        if not exclude:  # the usual round: a prebuilt statement on the fast path
+            stmt = _CLAIMS[(id_col.table.name, locking)]
+            return [r[0] for r in fetch_values(self.conn, stmt,
+                                               {"b_now": now, "b_limit": limit})]
+        q = (select(id_col).where(due_col <= now, id_col.not_in(list(exclude)))
+             .order_by(due_col).limit(limit))
+        if locking:
             q = q.with_for_update(skip_locked=True)
         return [r[0] for r in self.conn.execute(q)]
 
