@@ -9,7 +9,13 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from aftersales.analytics.scan import ScanInputError, compensation_sql, scan
+from aftersales.analytics.scan import (
+    ScanInputError,
+    _connect,
+    _orders_input,
+    compensation_sql,
+    scan,
+)
 from aftersales.cli import app
 from aftersales.domain.money import Money
 from aftersales.policy import loader
@@ -168,3 +174,82 @@ def test_empty_files_and_an_all_empty_parquet_column(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "orders.parquet")
     again = scan(tmp_path / "orders.parquet", e, loader.load("taobao"), AS_OF)
     assert again.totals["orders"] == 3
+
+
+def typed_orders(folder: Path, orders: list[str], name: str = "typed.parquet") -> Path:
+    """The orders as typed Parquet (with statistics, as DuckDB and pyarrow write by default)."""
+    src = folder / f"{name}.csv"
+    src.write_text("\n".join([HEADER, *orders]) + "\n", encoding="utf-8")
+    out = folder / name
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ts = ", ".join(f"CAST(nullif({c}, '') AS TIMESTAMPTZ) AS {c}" for c in
+                   ("placed_at", "ship_by", "shipped_at", "refund_requested_at"))
+    con.execute(f"""COPY (SELECT * REPLACE ({ts},
+        CAST(line_no AS INTEGER) AS line_no, nullif(tracking_no, '') AS tracking_no,
+        CAST(nullif(declared_weight_g, '') AS INTEGER) AS declared_weight_g,
+        CAST(qty AS INTEGER) AS qty, CAST(price AS DECIMAL(12, 2)) AS price,
+        CAST(weight_g AS INTEGER) AS weight_g)
+      FROM read_csv('{src}', all_varchar = true)) TO '{out}' (FORMAT parquet)""")
+    con.close()
+    return out
+
+
+def test_typed_parquet_skips_only_what_its_statistics_prove(tmp_path: Path) -> None:
+    o, e = write(tmp_path, ORDERS)
+    pq = typed_orders(tmp_path, ORDERS)
+    result = scan(pq, e, loader.load("taobao"), AS_OF)
+    assert result.violations == scan(o, e, loader.load("taobao"), AS_OF).violations
+    with _connect("1GB", None, None) as con:
+        checks = _orders_input(con, pq, 2).checks
+    # allowed values and comparisons between columns are never settled by statistics
+    assert sorted({c.column for c in checks if not c.proven}) == ["mode", "ship_by",
+                                                                 "tracking_no"]
+    with _connect("1GB", None, None) as con:
+        assert not any(c.proven for c in _orders_input(con, o, 2).checks)  # CSV: every row
+
+
+@pytest.mark.parametrize(("change", "column", "row", "words"), [
+    # each of these is a check the statistics of a good file would settle: a file whose
+    # statistics do not is still checked row by row
+    ((3, ",1,300.00,", ",0,300.00,"), "qty", 2, "must be 1 or more"),
+    ((3, ",T3,,A,1,", ",T3,0,A,1,"), "declared_weight_g", 2, "must be positive"),
+    ((0, ",400,", ",-1,"), "weight_g", 1, "cannot be negative"),
+    ((3, "o3,1,", "o3,0,"), "line_no", 2, "must be 1 or more"),
+    ((0, ",s1,b1,", ",,b1,"), "seller_id", 1, "is required"),
+    ((3, "o3,1,s2,", ",1,s2,"), "order_id", 2, "is required"),
+    ((0, "2026-03-01T10:00:00+08:00,2026-03-03", ",2026-03-03"), "placed_at", 1,
+     "is required"),
+])
+def test_typed_parquet_that_breaks_a_provable_check_is_rejected(
+        tmp_path: Path, change: tuple[int, str, str], column: str, row: int,
+        words: str) -> None:
+    index, old, new = change
+    orders = [ORDERS[0], ORDERS[3]]
+    orders[0 if index == 0 else 1] = orders[0 if index == 0 else 1].replace(old, new, 1)
+    assert orders != [ORDERS[0], ORDERS[3]]
+    _, e = write(tmp_path, ORDERS)
+    pq = typed_orders(tmp_path, orders)
+    with pytest.raises(ScanInputError) as err:
+        scan(pq, e, loader.load("taobao"), AS_OF)
+    assert (err.value.column, err.value.row, err.value.line) == (column, row, None)
+    assert words in str(err.value)
+
+
+def test_negative_decimal_price_and_parquet_without_statistics(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, e = write(tmp_path, ORDERS)
+    bad = typed_orders(tmp_path, [ORDERS[0], ORDERS[3].replace(",300.00,", ",-300.00,")])
+    with pytest.raises(ScanInputError, match=r"column price: row 2: .*negative"):
+        scan(bad, e, loader.load("taobao"), AS_OF)
+    # no statistics at all: nothing is proven, every row is checked
+    table = pq.read_table(typed_orders(tmp_path, [ORDERS[0],
+                                                  ORDERS[3].replace(",1,300.00,", ",0,300.00,")],
+                                       "zero.parquet"))
+    assert isinstance(table, pa.Table)
+    bare = tmp_path / "bare.parquet"
+    pq.write_table(table, bare, write_statistics=False)
+    with pytest.raises(ScanInputError) as err:
+        scan(bare, e, loader.load("taobao"), AS_OF)
+    assert (err.value.column, err.value.row) == ("qty", 2)

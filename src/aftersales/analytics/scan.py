@@ -42,17 +42,32 @@ equals `Order.compensation_for` online, where all lines share the order's facts.
 Memory stays bounded: DuckDB streams the files with a memory limit and spills to a temporary
 directory; only the violations come back to Python (or go straight to a CSV/Parquet file).
 A rejected file reports nothing: every row is checked before any violation is returned.
+
+How it is computed (each step one pass; see docs/benchmarks.md for the measurements):
+  * `og`: one row per shipment, from one GROUP BY over the lines whose keys include the
+    order's columns (so disagreeing lines show up as two rows for one shipment, found in the
+    small `multi` table of orders with several rows). A row that fails a check stops the
+    query at once (DuckDB's error()), and `_locate` then names the first bad row; checks that
+    a Parquet file's own statistics settle (no NULLs, no '', minimums) are not run per row.
+  * `sf`: one row per tracking number from one GROUP BY over the scans; max_scan_gap is exact
+    from min/max/bit_xor for trails of up to three scans, longer trails are read again.
+  * `flagged`: shipments joined with their scan facts, kept where any rule holds; then the
+    violations, grouped per (order_id, name) only for orders with several shipments.
+  * Times are kept as plain TIMESTAMPs in UTC (same instants; cheaper to compare, add to and
+    format than TIMESTAMPTZ), and the rules are rendered that way (`render(utc_naive=True)`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +162,9 @@ class _Col:
     bad: str  # SQL: TRUE when the raw value is present but unusable
     problem: str  # what is wrong when `bad`
     missing: str = "FALSE"  # SQL: TRUE when the raw value is absent (NULL or empty)
+    numeric: bool = False  # the file stores it as a number (its statistics compare as numbers)
+    text: bool = False  # the file stores it as text ('' counts as missing)
+    bad_unless_min: Decimal | None = None  # `bad` is exactly `value < this` (see _Check)
 
 
 def _typed(name: str, kind: str, src_type: str, exponent: int, path: Path) -> _Col:
@@ -158,11 +176,23 @@ def _typed(name: str, kind: str, src_type: str, exponent: int, path: Path) -> _C
     is_float = t in ("FLOAT", "DOUBLE", "REAL")
     is_decimal = t.startswith("DECIMAL")
     if t.strip('"') == "NULL":  # a Parquet column with no value at all
-        target = {"str": "VARCHAR", "ts": "TIMESTAMPTZ"}.get(kind, "BIGINT")
+        target = {"str": "VARCHAR", "ts": "TIMESTAMP"}.get(kind, "BIGINT")
         return _Col(name, f"CAST(NULL AS {target})", "FALSE", "", "TRUE")
     col = _typed_value(name, kind, t, c, is_text, is_int, is_float, is_decimal, exponent, path)
     missing = f"({c} IS NULL OR {c} = '')" if is_text else f"({c} IS NULL)"
-    return _Col(col.name, col.expr, col.bad, col.problem, missing)
+    return replace(col, missing=missing, numeric=is_int or is_decimal, text=is_text)
+
+
+def _utc(tz: str) -> str:
+    """A TIMESTAMPTZ as a plain TIMESTAMP in UTC. Times are kept that way through the scan:
+    the same instants, but comparing, adding an INTERVAL and formatting them skip the time
+    zone library (TIMESTAMPTZ + INTERVAL is about three times slower)."""
+    return f"make_timestamp(epoch_us({tz}))"
+
+
+def _decimal_scale(t: str) -> int | None:
+    m = re.fullmatch(r"DECIMAL\(\s*\d+\s*,\s*(\d+)\s*\)", t)
+    return int(m.group(1)) if m else None
 
 
 def _typed_value(name: str, kind: str, t: str, c: str, is_text: bool, is_int: bool,
@@ -171,13 +201,16 @@ def _typed_value(name: str, kind: str, t: str, c: str, is_text: bool, is_int: bo
     if kind == "str":
         return _Col(name, f"nullif({c}, '')" if is_text else f"CAST({c} AS VARCHAR)", "FALSE",
                     "")
-    if kind == "ts":
+    if kind == "ts":  # kept as a plain TIMESTAMP in UTC (see _utc)
         if is_text:
             expr = f"TRY_CAST(nullif(trim({c}), '') AS TIMESTAMPTZ)"
-            return _Col(name, expr, f"(nullif(trim({c}), '') IS NOT NULL AND {expr} IS NULL)",
+            return _Col(name, _utc(expr),
+                        f"(nullif(trim({c}), '') IS NOT NULL AND {expr} IS NULL)",
                         "not a timestamp (use ISO 8601, e.g. 2026-03-01T10:00:00+08:00)")
-        if t.startswith("TIMESTAMP") or t == "DATE":
-            return _Col(name, f"CAST({c} AS TIMESTAMPTZ)", "FALSE", "")
+        if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+            return _Col(name, _utc(c), "FALSE", "")
+        if t.startswith("TIMESTAMP") or t == "DATE":  # without a zone: UTC already
+            return _Col(name, f"CAST({c} AS TIMESTAMP)", "FALSE", "")
         raise ScanInputError(path, f"has type {src_type}, expected a timestamp", column=name)
     if kind == "int":
         if is_text:
@@ -203,7 +236,13 @@ def _typed_value(name: str, kind: str, t: str, c: str, is_text: bool, is_int: bo
                         f"not an amount (digits with at most {exponent} decimals, e.g. 59.90)")
         if is_int:
             return _Col(name, f"CAST({c} AS BIGINT) * {scale}", f"({c} < 0)",
-                        "negative amount")
+                        "negative amount", bad_unless_min=Decimal(0))
+        digits = _decimal_scale(t) if is_decimal else None
+        if digits is not None and digits <= exponent:
+            # a DECIMAL with at most `exponent` decimals is always whole in minor units
+            return _Col(name, f"CAST({c} * {scale} AS BIGINT)", f"({c} < 0)",
+                        f"not an amount in whole minor units (at most {exponent} decimals), "
+                        "or negative", bad_unless_min=Decimal(0))
         if is_decimal or is_float:
             # exact for DECIMAL; a float must be within a millionth of a whole minor unit
             scaled = f"({c} * {scale})"
@@ -233,18 +272,114 @@ def _first_line(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class _Check:
+    """A row check: `bad` is SQL, TRUE when the row is bad.
+
+    `proof` names what a Parquet file's own statistics (per row group, in its footer) must show
+    for no row to be bad, so that the check need not run on every row:
+    ("no_nulls", is_text): the null count is 0 (and, for text, the smallest value is not
+    empty, so no value is ''); ("min", bound, strict): every value is >= bound (> if strict),
+    shown by the row groups' minimums (only for columns stored as numbers). A CSV file has no
+    statistics: there every check runs. Checks that statistics cannot decide (allowed values,
+    comparisons between columns, parse errors) always run."""
+
+    column: str
+    bad: str
+    problem: str
+    proof: tuple[Any, ...] | None = None
+    proven: bool = False
+
+
+# column -> one (null count, smallest value as text, rows) per row group; None where a row
+# group has no statistics for it (then nothing is proven)
+_Stats = dict[str, list[tuple[int | None, str | None, int]]]
+
+
+def _parquet_stats(con: duckdb.DuckDBPyConnection, path: Path) -> _Stats:
+    if _file_format(path) != "parquet":
+        return {}
+    try:
+        rows = con.execute(
+            "SELECT lower(path_in_schema), stats_null_count, stats_min_value, "
+            "row_group_num_rows, row_group_id "
+            f"FROM parquet_metadata({_str_lit(str(path))})").fetchall()
+    except duckdb.Error:
+        return {}
+    stats: _Stats = {}
+    groups = {r[4] for r in rows}
+    for name, nulls, low, n_rows, _ in rows:
+        stats.setdefault(str(name), []).append(
+            (None if nulls is None else int(nulls), None if low is None else str(low),
+             int(n_rows)))
+    if any(len(v) != len(groups) for v in stats.values()):
+        return {}  # nested columns or an odd footer: prove nothing
+    return stats
+
+
+def _never_empty(stats: _Stats, name: str) -> bool:
+    """The statistics show no '' in a text column: every row group's smallest value is not
+    empty (a prefix of it, if truncated, is still a lower bound), or it holds only NULLs."""
+    if name not in stats:
+        return False
+    return all((low is not None and low != "") or (low is None and nulls == n_rows)
+               for nulls, low, n_rows in stats[name])
+
+
+def _proven(check: _Check, stats: _Stats, name: str) -> bool:
+    if check.proof is None or name not in stats:
+        return False
+    groups = stats[name]
+    if check.proof[0] == "no_nulls":
+        is_text = bool(check.proof[1])
+        return (all(nulls == 0 for nulls, _, _ in groups)
+                and (not is_text or _never_empty(stats, name)))
+    if check.proof[0] == "min":
+        bound, strict = Decimal(check.proof[1]), bool(check.proof[2])
+        for nulls, low, n_rows in groups:
+            if low is None:
+                if nulls == n_rows:
+                    continue  # only NULLs (or no rows): no minimum to check
+                return False
+            try:
+                value = Decimal(low)
+            except (InvalidOperation, ValueError):
+                return False
+            if not (value > bound if strict else value >= bound):
+                return False
+        return True
+    return False
+
+
+@dataclass(frozen=True)
 class _Input:
     path: Path
     columns: dict[str, _Col]
-    checks: list[tuple[str, str, str]]  # (column, SQL true when the row is bad, problem)
+    checks: list[_Check]
     source_names: dict[str, str]  # our name -> the file's column name
+    stats: _Stats
 
     def select(self, names: Sequence[str]) -> str:
         return ", ".join(f"{self.columns[n].expr} AS {_q(n)}" for n in names)
 
+    def add(self, column: str, bad: str, problem: str,
+            proof: tuple[Any, ...] | None = None) -> None:
+        check = _Check(column, bad, problem, proof)
+        self.checks.append(replace(check, proven=_proven(check, self.stats, column)))
+
+    def min_proof(self, column: str, bound: int, strict: bool) -> tuple[Any, ...] | None:
+        """("min", ...) for a column the file stores as a number, else None."""
+        return ("min", bound, strict) if self.columns[column].numeric else None
+
     @property
     def row_bad(self) -> str:
-        return " OR ".join(f"coalesce({bad}, FALSE)" for _, bad, _ in self.checks) or "FALSE"
+        """SQL: TRUE when a row fails a check the file's statistics do not settle."""
+        return " OR ".join(f"coalesce({c.bad}, FALSE)" for c in self.checks
+                           if not c.proven) or "FALSE"
+
+    @property
+    def any_bad(self) -> str:
+        """SQL: TRUE when a row fails any check (to find the row once the file is rejected)."""
+        return " OR ".join(f"coalesce({c.bad}, FALSE)" for c in self.checks) or "FALSE"
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, path: Path, wanted: Sequence[str],
@@ -263,10 +398,23 @@ def _prepare(con: duckdb.DuckDBPyConnection, path: Path, wanted: Sequence[str],
         names[name] = name
     for name in optional:
         if name not in cols:  # an absent optional column reads as all NULL
-            cols[name] = _Col(name, "CAST(NULL AS TIMESTAMPTZ)", "FALSE", "")
-    checks = [(n, cols[n].missing, "is required") for n in required]
-    checks += [(n, col.bad, col.problem) for n, col in cols.items() if col.bad != "FALSE"]
-    return _Input(path, cols, checks, names)
+            cols[name] = _Col(name, "CAST(NULL AS TIMESTAMP)", "FALSE", "")
+    stats = _parquet_stats(con, path)
+    for name, col in cols.items():
+        if col.text and _KINDS[name] == "str" and _never_empty(stats, name):
+            # no '' to turn into NULL (nullif() costs about 8 % of the scan stage)
+            cols[name] = replace(col, expr=_q(name))
+    inp = _Input(path, cols, [], names, stats)
+    for n in required:
+        inp.add(n, cols[n].missing, "is required",
+                None if cols[n].missing == "TRUE" else ("no_nulls", cols[n].text))
+    for n, col in cols.items():
+        if col.bad != "FALSE":
+            proof = None
+            if col.bad_unless_min is not None and col.numeric:
+                proof = ("min", col.bad_unless_min, False)
+            inp.add(n, col.bad, col.problem, proof)
+    return inp
 
 
 def _not_in(expr: str, values: Sequence[str]) -> str:
@@ -278,59 +426,74 @@ def _orders_input(con: duckdb.DuckDBPyConnection, path: Path, exponent: int) -> 
     inp = _prepare(con, path, ORDER_COLUMNS, OPTIONAL_ORDER_COLUMNS, ORDERS_REQUIRED, "orders",
                    exponent)
     c = {n: inp.columns[n].expr for n in inp.columns}
-    inp.checks.extend([
-        ("mode", _not_in(c["mode"], [m.value for m in ShippingMode]),
-         f"unknown shipping mode (one of {', '.join(m.value for m in ShippingMode)})"),
-        ("line_no", f"({c['line_no']} < 1)", "must be 1 or more"),
-        ("qty", f"({c['qty']} < 1)", "must be 1 or more"),
-        ("weight_g", f"({c['weight_g']} < 0)", "cannot be negative"),
-        ("declared_weight_g", f"({c['declared_weight_g']} <= 0)", "must be positive"),
-        ("ship_by", f"({c['ship_by']} <= {c['placed_at']})", "must be after placed_at"),
-        ("tracking_no", f"(({c['tracking_no']} IS NULL) <> ({c['shipped_at']} IS NULL))",
-         "tracking_no and shipped_at go together (both empty = not shipped)"),
-    ])
+    inp.add("mode", _not_in(c["mode"], [m.value for m in ShippingMode]),
+            f"unknown shipping mode (one of {', '.join(m.value for m in ShippingMode)})")
+    inp.add("line_no", f"({c['line_no']} < 1)", "must be 1 or more",
+            inp.min_proof("line_no", 1, False))
+    inp.add("qty", f"({c['qty']} < 1)", "must be 1 or more", inp.min_proof("qty", 1, False))
+    inp.add("weight_g", f"({c['weight_g']} < 0)", "cannot be negative",
+            inp.min_proof("weight_g", 0, False))
+    inp.add("declared_weight_g", f"({c['declared_weight_g']} <= 0)", "must be positive",
+            inp.min_proof("declared_weight_g", 0, True))
+    inp.add("ship_by", f"({c['ship_by']} <= {c['placed_at']})", "must be after placed_at")
+    inp.add("tracking_no", f"(({c['tracking_no']} IS NULL) <> ({c['shipped_at']} IS NULL))",
+            "tracking_no and shipped_at go together (both empty = not shipped)")
     return inp
 
 
 def _events_input(con: duckdb.DuckDBPyConnection, path: Path) -> _Input:
     inp = _prepare(con, path, EVENT_COLUMNS, (), EVENTS_REQUIRED, "events", 2)
-    inp.checks.append(("event", _not_in(inp.columns["event"].expr, [k.value for k in ScanKind]),
-                       f"unknown event kind (one of {', '.join(k.value for k in ScanKind)})"))
+    inp.add("event", _not_in(inp.columns["event"].expr, [k.value for k in ScanKind]),
+            f"unknown event kind (one of {', '.join(k.value for k in ScanKind)})")
     return inp
+
+
+# Raised inside a query (DuckDB's error()) at the first row that fails a check, so that checking
+# costs no aggregate and a bad file stops the query at once; `_locate` then names the row.
+_BAD_ROW = "aftersales-scan: a row failed its checks"
+
+
+def _checked(inp: _Input, expr: str) -> str:
+    """`expr`, but the query fails on a row that fails a check (put it on a value every row
+    computes: a group key or a filtered column)."""
+    bad = inp.row_bad
+    if bad == "FALSE":
+        return expr
+    return f"CASE WHEN {bad} THEN error({_str_lit(_BAD_ROW)}) ELSE {expr} END"
 
 
 def _locate(con: duckdb.DuckDBPyConnection, inp: _Input) -> ScanInputError:
     """The first bad row of a file (slow path, only when the file is rejected)."""
     fmt = _file_format(inp.path)
-    flags = ", ".join(f"coalesce({bad}, FALSE) AS bad_{i}" for i, (_, bad, _) in
-                      enumerate(inp.checks))
-    raws = ", ".join(f"CAST({_q(inp.source_names[n])} AS VARCHAR) AS raw_{i}"
-                     for i, (n, _, _) in enumerate(inp.checks) if n in inp.source_names)
+    flags = ", ".join(f"coalesce({c.bad}, FALSE) AS bad_{i}" for i, c in enumerate(inp.checks))
+    raws = ", ".join(f"CAST({_q(inp.source_names[c.column])} AS VARCHAR) AS raw_{i}"
+                     for i, c in enumerate(inp.checks) if c.column in inp.source_names)
     if fmt == "parquet":
         numbered = f"SELECT file_row_number + 1 AS rn, * FROM {_relation(inp.path, True)}"
     else:
         numbered = f"SELECT row_number() OVER () AS rn, * FROM {_relation(inp.path)}"
     con.execute("SET threads = 1; SET preserve_insertion_order = true")
     row = con.execute(f"SELECT rn, {flags}{', ' + raws if raws else ''} FROM ({numbered}) "
-                      f"WHERE {inp.row_bad} ORDER BY rn LIMIT 1").fetchone()
+                      f"WHERE {inp.any_bad} ORDER BY rn LIMIT 1").fetchone()
     if row is None:
         return ScanInputError(inp.path, "rejected, but no bad row was found again")
     rn = int(row[0])
     n_checks = len(inp.checks)
     raw_values = list(row[1 + n_checks:])
-    raw_index = [i for i, (n, _, _) in enumerate(inp.checks) if n in inp.source_names]
-    for i, (name, _, problem) in enumerate(inp.checks):
+    raw_index = [i for i, c in enumerate(inp.checks) if c.column in inp.source_names]
+    for i, check in enumerate(inp.checks):
         if row[1 + i]:
             value = raw_values[raw_index.index(i)] if i in raw_index else None
-            shown = "" if value is None or problem == "is required" else f" ({value!r})"
-            return ScanInputError(inp.path, f"{problem}{shown}", column=name, row=rn,
-                                  line=rn + 1 if fmt == "csv" else None)
+            shown = "" if value is None or check.problem == "is required" else f" ({value!r})"
+            return ScanInputError(inp.path, f"{check.problem}{shown}", column=check.column,
+                                  row=rn, line=rn + 1 if fmt == "csv" else None)
     return ScanInputError(inp.path, "rejected", row=rn)
 
 
 # -- the query ------------------------------------------------------------------------------
 def _ts_text(expr: str) -> str:
-    return (f"CASE WHEN {expr} IS NULL THEN NULL WHEN microsecond({expr}) % 1000000 = 0 "
+    """ISO 8601 in UTC, as `datetime.isoformat()` writes it (times are plain UTC here)."""
+    return (f"CASE WHEN {expr} IS NULL THEN NULL WHEN epoch_us({expr}) % 1000000 = 0 "
             f"THEN strftime({expr}, '%Y-%m-%dT%H:%M:%S') || '+00:00' "
             f"ELSE strftime({expr}, '%Y-%m-%dT%H:%M:%S.%f') || '+00:00' END")
 
@@ -383,10 +546,40 @@ def _money_text(expr: str, exponent: int) -> str:
             f"lpad(CAST({expr} % {scale} AS VARCHAR), {exponent}, '0') END")
 
 
-def _violations_sql(policy: Policy, as_of: datetime) -> str:
+def _flagged_sql(policy: Policy, as_of: datetime) -> str:
+    """Every shipment's facts (og joined with sf), kept only where some rule holds.
+
+    The filter is the rules' OR without the coalesce() of the flags (NULL and FALSE both drop
+    a row), so DuckDB can skip the later rules of a row an earlier one already keeps; the
+    flags themselves are computed on the kept rows only."""
     params = params_of(policy)
-    flags = ",\n  ".join(f"coalesce({render(r.when, params, as_of)}, FALSE) AS d_{i}"
-                         for i, r in enumerate(RULES))
+    whens = [render(r.when, params, as_of, utc_naive=True) for r in RULES]
+    flags = ",\n  ".join(f"coalesce({w}, FALSE) AS d_{i}" for i, w in enumerate(whens))
+    fact_cols = ", ".join(_q(f) for f in FACTS)
+    return f"""
+SELECT *,
+  {flags},
+  -- a shipment's line numbers: its first and last cover up to two lines; longer shipments
+  -- get theirs from `long_lines`
+  CASE WHEN n_lines = 1 THEN [first_line] WHEN n_lines = 2 THEN [first_line, last_line] END
+    AS lines,
+  order_id IN (SELECT order_id FROM multi) AS split
+FROM (
+  SELECT {fact_cols}, buyer_id, n_lines, first_line, last_line, price_minor
+  FROM (
+    SELECT og.*, sf.first_scan_at, sf.first_pickup_at, sf.last_scan_at, sf.delivered_at,
+      sf.delivery_city, sf.lost_at, coalesce(lg.max_scan_gap, sf.max_scan_gap) AS max_scan_gap,
+      CASE WHEN og.tracking_no IS NOT NULL THEN coalesce(dup.n, 1) END AS tracking_orders
+    FROM og LEFT JOIN sf ON og.tracking_no = sf.tracking_no
+    LEFT JOIN dup ON og.tracking_no = dup.tracking_no
+    LEFT JOIN long_gaps AS lg ON og.tracking_no = lg.tracking_no
+  )
+  WHERE {' OR '.join(f'({w})' for w in whens)}
+)
+"""
+
+
+def _violations_sql(policy: Policy) -> str:
     names = list(dict.fromkeys(r.name for r in RULES))
     parts = []
     for name in names:
@@ -403,7 +596,7 @@ def _violations_sql(policy: Policy, as_of: datetime) -> str:
                     f"lambda x: x IS NOT NULL), ', ') || '}}'")
         parts.append(
             f"SELECT order_id, seller_id, buyer_id, {_str_lit(name)} AS name, first_line, lines, "
-            f"price_minor, list_filter([{dets}], lambda x: x IS NOT NULL) AS dets, "
+            f"price_minor, split, list_filter([{dets}], lambda x: x IS NOT NULL) AS dets, "
             f"CASE {rule} END AS rule, CASE {rank} END AS rank, {evidence} AS evidence "
             f"FROM flagged WHERE {' OR '.join(f'd_{i}' for i in idx)}")
     comp = " ".join(
@@ -411,33 +604,22 @@ def _violations_sql(policy: Policy, as_of: datetime) -> str:
         for n in names)
     paid_as = " ".join(f"WHEN {_str_lit(n)} THEN {_str_lit(policy.compensation[n].paid_as)}"
                        for n in names if n in policy.compensation)
-    fact_cols = ", ".join(_q(f) for f in FACTS)
-    any_flag = " OR ".join(f"d_{i}" for i in range(len(RULES)))
     return f"""
-WITH facts AS (
-  SELECT og.order_id, og.seller_id, og.buyer_id, og.mode, og.placed_at, og.ship_by,
-    og.ship_to_city, og.shipped_at, og.tracking_no, og.declared_weight_g,
-    og.expected_weight_g, sf.first_scan_at, sf.first_pickup_at, sf.last_scan_at,
-    sf.delivered_at, sf.delivery_city, sf.lost_at, sf.max_scan_gap, og.refund_requested_at,
-    sf.tracking_orders, og.first_line, og.lines, og.price_minor
-  FROM og LEFT JOIN sf ON og.tracking_no = sf.tracking_no
-  WHERE og.order_id IS NOT NULL
-),
-checked AS (SELECT {fact_cols}, buyer_id, first_line, lines, price_minor FROM facts),
-flagged AS MATERIALIZED (
-  SELECT * FROM (SELECT *,
-  {flags}
-  FROM checked) WHERE {any_flag}
-),
-found AS (
+WITH found AS (
   {' UNION ALL '.join(parts)}
 ),
+-- an order with one shipment has one row per violation already; only orders with several
+-- shipments (`split`, rare) need grouping
 grouped AS (
+  SELECT order_id, name, seller_id, buyer_id, rule, list_sort(list_distinct(dets)) AS detectors,
+    evidence, list_sort(lines) AS lines, price_minor
+  FROM found WHERE NOT split
+  UNION ALL
   SELECT order_id, name, any_value(seller_id) AS seller_id, any_value(buyer_id) AS buyer_id,
     arg_min(rule, rank) AS rule, list_sort(list_distinct(flatten(list(dets)))) AS detectors,
     arg_min(evidence, first_line) AS evidence, list_sort(flatten(list(lines))) AS lines,
     CAST(sum(price_minor) AS BIGINT) AS price_minor
-  FROM found GROUP BY order_id, name
+  FROM found WHERE split GROUP BY order_id, name
 )
 SELECT order_id, seller_id, buyer_id, name, rule, detectors, evidence, lines, price_minor,
   comp AS compensation_minor, CASE WHEN comp > 0 THEN pa END AS paid_as
@@ -446,87 +628,118 @@ FROM (SELECT *, CASE name {comp} ELSE 0 END AS comp,
 """
 
 
-def _og_sql(orders: _Input, as_of: str) -> str:
-    """Lines -> shipments (order_id, tracking number): one row each, plus the bad-row count.
-    Rows placed after `as_of` fall in the NULL group (checked, then left out)."""
+def _lines_sql(orders: _Input, as_of: str, checked: bool = True) -> str:
+    """Order lines as the shipments see them: placed by `as_of`, the upload (tracking number,
+    time, declared weight) only if made by then, a refund request only if made by then."""
     c = {n: orders.columns[n].expr for n in orders.columns}
     shipped = f"({c['shipped_at']} <= {as_of})"
-    order_level = ", ".join(c[n] for n in ("seller_id", "buyer_id", "mode", "placed_at",
-                                           "ship_by", "ship_to_city"))
+    placed = _checked(orders, c["placed_at"]) if checked else c["placed_at"]
     return f"""
-SELECT CASE WHEN placed_at <= {as_of} THEN order_id END AS order_id,
-  CASE WHEN placed_at <= {as_of} THEN tracking_no END AS tracking_no,
-  any_value(seller_id) AS seller_id, any_value(buyer_id) AS buyer_id, any_value(mode) AS mode,
-  any_value(placed_at) AS placed_at, any_value(ship_by) AS ship_by,
-  any_value(ship_to_city) AS ship_to_city, min(shipped_at) AS shipped_at,
-  max(declared_weight_g) AS declared_weight_g,
+  SELECT * FROM (
+    SELECT {c['order_id']} AS order_id, {c['line_no']} AS line_no,
+      {c['seller_id']} AS seller_id, {c['buyer_id']} AS buyer_id, {c['mode']} AS mode,
+      {placed} AS placed_at, {c['ship_by']} AS ship_by,
+      {c['ship_to_city']} AS ship_to_city,
+      CASE WHEN {shipped} THEN {c['shipped_at']} END AS shipped_at,
+      CASE WHEN {shipped} THEN {c['tracking_no']} END AS tracking_no,
+      CASE WHEN {shipped} THEN {c['declared_weight_g']} END AS declared_weight_g,
+      {c['qty']} AS qty, {c['weight_g']} AS weight_g, {c['price']} AS price_minor,
+      CASE WHEN {c['refund_requested_at']} <= {as_of} THEN {c['refund_requested_at']} END
+        AS refund_requested_at
+    FROM {_relation(orders.path)}
+  )
+  -- every row is checked (placed_at fails the query on a bad row) before this filter
+  -- (`checked`: the first pass; a second pass reads rows already checked)
+  WHERE placed_at <= {as_of}"""
+
+
+def _og_sql(orders: _Input, as_of: str) -> str:
+    """Lines -> shipments: one row per (order_id, tracking number), placed by `as_of`.
+
+    The order's columns and the upload time are group keys rather than aggregates: lines of
+    one shipment that disagree on them make two rows for one (order_id, tracking_no), which
+    `_mixed_order` finds afterwards (cheaper here than any_value() and a consistency check
+    per column). The line numbers are kept as first/last/count (exact up to two lines)."""
+    return f"""
+SELECT order_id, tracking_no, seller_id, buyer_id, mode, placed_at, ship_by, ship_to_city,
+  shipped_at, max(declared_weight_g) AS declared_weight_g,
   CAST(sum(qty * coalesce(weight_g, 0)) AS BIGINT) AS expected_weight_g,
   min(refund_requested_at) AS refund_requested_at,
-  min(line_no) AS first_line, list(line_no) AS lines, count(*) AS n_lines,
-  CAST(sum(price_minor) AS BIGINT) AS price_minor,
-  count_if(bad) AS bad,
-  -- lines of one shipment must agree on the order's columns and the upload time
-  min(h) <> max(h) OR min(shipped_at) <> max(shipped_at) AS mixed
-FROM (
-  SELECT {c['order_id']} AS order_id, {c['line_no']} AS line_no,
-    {c['seller_id']} AS seller_id, {c['buyer_id']} AS buyer_id, {c['mode']} AS mode,
-    {c['placed_at']} AS placed_at, {c['ship_by']} AS ship_by,
-    {c['ship_to_city']} AS ship_to_city,
-    CASE WHEN {shipped} THEN {c['shipped_at']} END AS shipped_at,
-    CASE WHEN {shipped} THEN {c['tracking_no']} END AS tracking_no,
-    CASE WHEN {shipped} THEN {c['declared_weight_g']} END AS declared_weight_g,
-    {c['qty']} AS qty, {c['weight_g']} AS weight_g, {c['price']} AS price_minor,
-    CASE WHEN {c['refund_requested_at']} <= {as_of} THEN {c['refund_requested_at']} END
-      AS refund_requested_at,
-    hash({order_level}) AS h,
-    {orders.row_bad} AS bad
-  FROM {_relation(orders.path)}
-)
+  count(*) AS n_lines, min(line_no) AS first_line, max(line_no) AS last_line,
+  CAST(sum(price_minor) AS BIGINT) AS price_minor
+FROM ({_lines_sql(orders, as_of)})
 GROUP BY ALL
 """
 
 
-def _sf_sql(events: _Input, as_of: str) -> str:
-    """Scan facts per tracking number, and how many orders were shipped with it.
-
-    max_scan_gap: the scan times of a tracking number are collected and sorted per number
-    (a hash aggregate: cheaper here than a window over every event); a gap between two
-    consecutive distinct times counts while the parcel was not yet delivered, i.e. when the
-    earlier time is before the first delivered/signed scan (as `Order.scanned` does)."""
+def _events_sql(events: _Input, as_of: str, checked: bool = True) -> str:
     c = {n: events.columns[n].expr for n in events.columns}
-    dlv_kinds = " OR ".join(f"{c['event']} = {_str_lit(k)}" for k in DELIVERED)
+    ts = f"CASE WHEN {c['at']} <= {as_of} THEN {c['at']} END"
+    return f"""
+  SELECT {c['tracking_no']} AS tracking_no, {c['event']} AS event, {c['city']} AS city,
+    {_checked(events, ts) if checked else ts} AS ts
+  FROM {_relation(events.path)}"""
+
+
+def _sf_sql(events: _Input, as_of: str) -> str:
+    """Scan facts per tracking number (scans after `as_of` left out).
+
+    max_scan_gap, the longest gap between consecutive scan times while the parcel is not yet
+    delivered (a gap counts when its earlier time is before the first delivered/signed scan,
+    as `Order.scanned` does), needs the times in order. For a trail of at most three scans
+    they are known exactly without sorting: the smallest, the largest, and the middle one as
+    the bit_xor of all three with those two. `long_gaps` sorts the few longer trails."""
+    dlv = " OR ".join(f"event = {_str_lit(k)}" for k in DELIVERED)
+    pair = ("CASE WHEN {b} > {a} AND (dlv IS NULL OR {a} < dlv) THEN {b} - {a} END")
     return f"""
 SELECT tracking_no, n_events, first_scan_at, first_pickup_at, last_scan_at, delivered_at,
-  delivery_city, lost_at, tracking_orders, bad,
-  to_microseconds(list_max(list_transform(list_zip(ats[:-2], ats[2:]),
-    lambda p: CASE WHEN p[2] > p[1] AND (dlv IS NULL OR p[1] < dlv) THEN p[2] - p[1] END)))
-    AS max_scan_gap
-FROM (SELECT *, epoch_us(delivered_at) AS dlv
-FROM (
-  SELECT tracking_no,
-    count(ts) AS n_events,
-    count_if(is_order) AS tracking_orders,
-    min(ts) AS first_scan_at,
-    min(CASE WHEN event = 'picked_up' THEN ts END) AS first_pickup_at,
-    max(ts) AS last_scan_at,
-    min(CASE WHEN dlv THEN ts END) AS delivered_at,
-    arg_min(CASE WHEN dlv THEN struct_pack(city := city) END, CASE WHEN dlv THEN ts END).city
-      AS delivery_city,
-    min(CASE WHEN event = 'lost' THEN ts END) AS lost_at,
-    list_sort(list(epoch_us(ts)) FILTER (WHERE ts IS NOT NULL)) AS ats,
-    count_if(bad) AS bad
+  delivery_city, lost_at,
+  to_microseconds(CASE WHEN n_events = 2 THEN {pair.format(a='lo', b='hi')}
+    WHEN n_events = 3 THEN greatest({pair.format(a='lo', b='mid')},
+                                    {pair.format(a='mid', b='hi')}) END) AS max_scan_gap
+FROM (SELECT *, epoch_us(first_scan_at) AS lo, epoch_us(last_scan_at) AS hi,
+        xor(xor(x, epoch_us(first_scan_at)), epoch_us(last_scan_at)) AS mid,
+        epoch_us(delivered_at) AS dlv
   FROM (
-    SELECT {c['tracking_no']} AS tracking_no, {c['event']} AS event, {c['city']} AS city,
-      CASE WHEN {c['at']} <= {as_of} THEN {c['at']} END AS ts, FALSE AS is_order,
-      ({dlv_kinds}) AS dlv,
-      {events.row_bad} AS bad
-    FROM {_relation(events.path)}
-    UNION ALL
-    SELECT tracking_no, NULL, NULL, NULL, TRUE, FALSE, FALSE FROM og
-    WHERE tracking_no IS NOT NULL AND order_id IS NOT NULL
-  )
-  GROUP BY tracking_no
-))
+    SELECT tracking_no, count(ts) AS n_events, min(ts) AS first_scan_at,
+      max(ts) AS last_scan_at, bit_xor(epoch_us(ts)) AS x,
+      min(ts) FILTER (WHERE event = 'picked_up') AS first_pickup_at,
+      min(ts) FILTER (WHERE {dlv}) AS delivered_at,
+      -- the city of the first delivered/signed scan, NULL if that scan has none
+      arg_min_null(city, ts) FILTER (WHERE {dlv}) AS delivery_city,
+      min(ts) FILTER (WHERE event = 'lost') AS lost_at
+    FROM ({_events_sql(events, as_of)})
+    GROUP BY tracking_no))
+"""
+
+
+def _long_gaps_sql(events: _Input, as_of: str) -> str:
+    """max_scan_gap of the trails with more than three scans: their scan times read again,
+    collected and sorted per tracking number (a second pass over the file, but only these
+    tracking numbers get past the join; a list per number is cheaper than a window)."""
+    pair = "CASE WHEN p[2] > p[1] AND (dlv IS NULL OR p[1] < dlv) THEN p[2] - p[1] END"
+    return f"""
+SELECT tracking_no,
+  to_microseconds(list_max(list_transform(list_zip(ats[:-2], ats[2:]), lambda p: {pair})))
+    AS max_scan_gap
+FROM (
+  SELECT e.tracking_no, list_sort(list(epoch_us(e.ts))) AS ats,
+    any_value(epoch_us(l.delivered_at)) AS dlv
+  FROM ({_events_sql(events, as_of, checked=False)}) AS e
+  JOIN (SELECT tracking_no, delivered_at FROM sf WHERE n_events > 3) AS l
+    ON e.tracking_no = l.tracking_no
+  WHERE e.ts IS NOT NULL
+  GROUP BY e.tracking_no)
+"""
+
+
+def _long_lines_sql(orders: _Input, as_of: str) -> str:
+    """The line numbers of the flagged shipments with more than two lines (read again)."""
+    return f"""
+SELECT l.order_id, l.tracking_no, list_sort(list(l.line_no)) AS lines
+FROM ({_lines_sql(orders, as_of, checked=False)}) AS l
+WHERE l.order_id IN (SELECT order_id FROM flagged WHERE n_lines > 2)
+GROUP BY l.order_id, l.tracking_no
 """
 
 
@@ -574,7 +787,7 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
     import time
 
     when = _as_of(as_of)
-    at = literal(when)
+    at = literal(when, utc_naive=True)
     exponent = len(str(Money(1, policy.currency)).split(".")[1])
     orders_file, events_file = Path(orders_path), Path(events_path)
     out_path = Path(out) if out is not None else None
@@ -584,32 +797,38 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
         t0 = time.perf_counter()
         orders = _orders_input(con, orders_file, exponent)
         events = _events_input(con, events_file)
-        try:
-            con.execute(f"CREATE TEMP TABLE og AS {_og_sql(orders, at)}")
-        except duckdb.Error as exc:
-            raise ScanInputError(orders_file, f"cannot read: {_first_line(exc)}") from None
+        _run(con, orders, f"CREATE TEMP TABLE og AS {_og_sql(orders, at)}")
+        # orders with more than one shipment row: split shipments, or lines that disagree
+        con.execute("CREATE TEMP TABLE multi AS SELECT order_id, count(*) AS n FROM og "
+                    "GROUP BY order_id HAVING count(*) > 1")
+        mixed = _mixed_order(con)
+        if mixed is not None:
+            raise _mixed(con, orders, mixed)
         timings["shipments_s"] = time.perf_counter() - t0
-        bad, mixed = con.execute("SELECT coalesce(sum(bad), 0), "
-                                 "coalesce(count_if(mixed AND order_id IS NOT NULL), 0) "
-                                 "FROM og").fetchone() or (0, 0)
-        if bad:
-            raise _locate(con, orders)
-        if mixed:
-            raise _mixed(con, orders)
         t1 = time.perf_counter()
-        try:
-            con.execute(f"CREATE TEMP TABLE sf AS {_sf_sql(events, at)}")
-        except duckdb.Error as exc:
-            raise ScanInputError(events_file, f"cannot read: {_first_line(exc)}") from None
+        _run(con, events, f"CREATE TEMP TABLE sf AS {_sf_sql(events, at)}")
+        long_trails = con.execute("SELECT count(*) FROM sf WHERE n_events > 3").fetchone()
+        if long_trails and long_trails[0]:
+            con.execute(f"CREATE TEMP TABLE long_gaps AS {_long_gaps_sql(events, at)}")
+        else:
+            con.execute("CREATE TEMP TABLE long_gaps "
+                        "(tracking_no VARCHAR, max_scan_gap INTERVAL)")
+        # tracking numbers shipped with more than one order (each order once: no mixed rows)
+        con.execute("CREATE TEMP TABLE dup AS SELECT tracking_no, count(*) AS n FROM og "
+                    "WHERE tracking_no IS NOT NULL GROUP BY tracking_no HAVING count(*) > 1")
         timings["scans_s"] = time.perf_counter() - t1
-        row = con.execute("SELECT coalesce(sum(bad), 0) FROM sf").fetchone()
-        if row and row[0]:
-            raise _locate(con, events)
         t2 = time.perf_counter()
-        con.execute(f"CREATE TEMP TABLE v AS {_violations_sql(policy, when)}")
+        con.execute(f"CREATE TEMP TABLE flagged AS {_flagged_sql(policy, when)}")
+        long_ships = con.execute("SELECT count(*) FROM flagged WHERE n_lines > 2").fetchone()
+        if long_ships and long_ships[0]:
+            con.execute(f"CREATE TEMP TABLE long_lines AS {_long_lines_sql(orders, at)}")
+            con.execute("UPDATE flagged SET lines = ll.lines FROM long_lines AS ll "
+                        "WHERE flagged.n_lines > 2 AND flagged.order_id = ll.order_id "
+                        "AND flagged.tracking_no IS NOT DISTINCT FROM ll.tracking_no")
+        con.execute(f"CREATE TEMP TABLE v AS {_violations_sql(policy)}")
         timings["rules_s"] = time.perf_counter() - t2
         t3 = time.perf_counter()
-        totals = _totals(con, policy, when, exponent)
+        totals = _totals(con, policy, when)
         timings["totals_s"] = time.perf_counter() - t3
         shown = f"""SELECT order_id, seller_id, buyer_id, name, rule, detectors, evidence, lines,
           {_money_text('price_minor', exponent)} AS price,
@@ -638,6 +857,16 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
     return ScanResult(violations, totals, str(out_path) if out_path else None, timings)
 
 
+def _run(con: duckdb.DuckDBPyConnection, inp: _Input, sql: str) -> None:
+    """Run a statement reading `inp`; a row failing its checks names the row."""
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        if _BAD_ROW in str(exc):
+            raise _locate(con, inp) from None
+        raise ScanInputError(inp.path, f"cannot read: {_first_line(exc)}") from None
+
+
 def _out_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".csv":
@@ -647,10 +876,15 @@ def _out_format(path: Path) -> str:
     raise InvalidInput(f"{path}: the output file must end in .csv or .parquet")
 
 
-def _mixed(con: duckdb.DuckDBPyConnection, orders: _Input) -> ScanInputError:
-    row = con.execute("SELECT order_id FROM og WHERE mixed AND order_id IS NOT NULL "
+def _mixed_order(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The first order with two rows for one shipment: its lines disagree."""
+    row = con.execute("SELECT order_id FROM og WHERE order_id IN (SELECT order_id FROM multi) "
+                      "GROUP BY order_id, tracking_no HAVING count(*) > 1 "
                       "ORDER BY order_id LIMIT 1").fetchone()
-    order_id = row[0] if row else "?"
+    return None if row is None else str(row[0])
+
+
+def _mixed(con: duckdb.DuckDBPyConnection, orders: _Input, order_id: str) -> ScanInputError:
     c = orders.columns
     names = ("seller_id", "buyer_id", "mode", "placed_at", "ship_by", "ship_to_city",
              "shipped_at")
@@ -667,11 +901,11 @@ def _mixed(con: duckdb.DuckDBPyConnection, orders: _Input) -> ScanInputError:
                           "shipped_at", column=column)
 
 
-def _totals(con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime,
-            exponent: int) -> dict[str, Any]:
-    orders, lines = con.execute(
-        "SELECT count(DISTINCT order_id), coalesce(sum(n_lines), 0) FROM og "
-        "WHERE order_id IS NOT NULL").fetchone() or (0, 0)
+def _totals(con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime) -> dict[str, Any]:
+    rows, lines = con.execute(
+        "SELECT count(*), coalesce(sum(n_lines), 0) FROM og").fetchone() or (0, 0)
+    extra = con.execute("SELECT coalesce(sum(n - 1), 0) FROM multi").fetchone()
+    orders = int(rows) - int(extra[0] if extra else 0)  # an order with n shipments counts once
     events_row = con.execute("SELECT coalesce(sum(n_events), 0) FROM sf").fetchone()
     by_name = {str(n): {"orders": int(o), "lines": int(ln)} for n, o, ln in con.execute(
         "SELECT name, count(*), sum(len(lines)) FROM v GROUP BY name ORDER BY name").fetchall()}
@@ -680,7 +914,7 @@ def _totals(con: duckdb.DuckDBPyConnection, policy: Policy, as_of: datetime,
         "GROUP BY paid_as ORDER BY paid_as").fetchall()}
     return {
         "as_of": as_of.isoformat(), "policy": f"{policy.id} {policy.version}",
-        "currency": policy.currency, "orders": int(orders), "lines": int(lines),
+        "currency": policy.currency, "orders": orders, "lines": int(lines),
         "events": int(events_row[0]) if events_row else 0,
         "violations": sum(v["orders"] for v in by_name.values()),
         "by_name": by_name, "compensation": comp,

@@ -22,7 +22,9 @@ from aftersales.domain.expr import (
 )
 
 
-def literal(value: Any) -> str:
+def literal(value: Any, utc_naive: bool = False) -> str:
+    """SQL for a Python value. `utc_naive`: a time as a plain TIMESTAMP in UTC (for columns
+    kept that way: comparing and adding to them skips the time zone library)."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -34,33 +36,48 @@ def literal(value: Any) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("only timezone-aware times are rendered")
-        return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+        utc = value.astimezone(UTC)
+        if utc_naive:
+            return f"TIMESTAMP '{utc.replace(tzinfo=None).isoformat(sep=' ')}'"
+        return f"TIMESTAMPTZ '{utc.isoformat()}'"
     text = str(value).replace("'", "''")
     return f"'{text}'"
 
 
-def render(e: Expr, params: Mapping[str, Any], now: datetime) -> str:
-    """SQL for `e`; NULL semantics match `Expr.eval` (three-valued logic)."""
+def render(e: Expr, params: Mapping[str, Any], now: datetime, utc_naive: bool = False) -> str:
+    """SQL for `e`; NULL semantics match `Expr.eval` (three-valued logic). `utc_naive`: times
+    (the columns, `Now`, time parameters) are plain TIMESTAMPs in UTC, see `literal`."""
+
+    def r(x: Expr) -> str:
+        return render(x, params, now, utc_naive)
+
     if isinstance(e, Col):
         return f'"{e.name}"'
     if isinstance(e, Param):
-        return literal(params[e.name])
+        return literal(params[e.name], utc_naive)
     if isinstance(e, Lit):
-        return literal(e.value)
+        return literal(e.value, utc_naive)
     if isinstance(e, Now):
-        return literal(now)
+        return literal(now, utc_naive)
     if isinstance(e, Op):
-        return f"({render(e.left, params, now)} {e.op} {render(e.right, params, now)})"
+        full = f"({r(e.left)} {e.op} {r(e.right)})"
+        if e.op in ("=", "<>") and isinstance(e.left, Lower) and isinstance(e.right, Lower):
+            # Equal raw values are equal once normalised: compare them first, so that
+            # lower(trim()) (which builds new strings) runs only on the rows that differ.
+            # Same truth value, NULLs included.
+            raw = f"({r(e.left.arg)} {e.op} {r(e.right.arg)})"
+            return f"({raw} AND {full})" if e.op == "<>" else f"({raw} OR {full})"
+        return full
     if isinstance(e, Lower):
-        return f"lower(trim({render(e.arg, params, now)}))"
+        return f"lower(trim({r(e.arg)}))"
     if isinstance(e, IsNull):
-        return f"({render(e.arg, params, now)} IS NULL)"
+        return f"({r(e.arg)} IS NULL)"
     if isinstance(e, Coalesce):
-        return f"coalesce({', '.join(render(a, params, now) for a in e.args)})"
+        return f"coalesce({', '.join(r(a) for a in e.args)})"
     if isinstance(e, All):
-        return "(" + " AND ".join(render(a, params, now) for a in e.args) + ")"
+        return "(" + " AND ".join(r(a) for a in e.args) + ")"
     if isinstance(e, Any_):
-        return "(" + " OR ".join(render(a, params, now) for a in e.args) + ")"
+        return "(" + " OR ".join(r(a) for a in e.args) + ")"
     if isinstance(e, Not):
-        return f"(NOT {render(e.arg, params, now)})"
+        return f"(NOT {r(e.arg)})"
     raise TypeError(f"cannot render {type(e).__name__} to SQL")
