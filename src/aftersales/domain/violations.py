@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from aftersales.domain.expr import (
@@ -34,7 +35,7 @@ from aftersales.domain.expr import (
     Lower,
     Now,
     Param,
-    compiled,
+    compiled_all,
     eq,
     holds,
     ne,
@@ -118,7 +119,23 @@ RULES: tuple[ViolationRule, ...] = (
 )
 
 
-def params_of(policy: Policy) -> dict[str, Any]:
+def params_of(policy: Policy) -> Mapping[str, Any]:
+    """The pack's values of the rules' `Param`s (read-only; one mapping per pack object, since
+    every order save evaluates the rules)."""
+    kept = _PARAMS.get(id(policy))
+    if kept is not None and kept[0] is policy:
+        return kept[1]
+    if len(_PARAMS) >= 64:  # packs are few; scenario overrides make more
+        _PARAMS.clear()
+    params = MappingProxyType(_params_of(policy))
+    _PARAMS[id(policy)] = (policy, params)
+    return params
+
+
+_PARAMS: dict[int, tuple[Policy, Mapping[str, Any]]] = {}
+
+
+def _params_of(policy: Policy) -> dict[str, Any]:
     d = policy.deadlines
     return {"pickup_in_stock": d.pickup_in_stock, "pickup_after_upload": d.pickup_after_upload,
             "no_scan_window": d.no_scan_window, "stall_time": d.stall_time,
@@ -136,14 +153,12 @@ class Finding:
 def detect(facts: Mapping[str, Any], policy: Policy, now: datetime,
            already: frozenset[str] = frozenset()) -> list[Finding]:
     """Every rule that holds for these facts at `now`, once per (name, detector)."""
-    params = params_of(policy)
-    out = []
-    for r in RULES:
-        if r.name in already:
-            continue  # once per order and violation
-        if holds(r.when, facts, params, now):
-            out.append(Finding(r.name, r.detector, r.rule, {k: facts.get(k) for k in r.evidence}))
-    return out
+    # Every predicate in one evaluation (expr.compiled_all: each fact read once), then the
+    # rules that fire (TRUE, not unknown: as expr.holds) and are new.
+    values = compiled_all(_WHENS)(facts, params_of(policy), now)
+    return [Finding(r.name, r.detector, r.rule, {k: facts.get(k) for k in r.evidence})
+            for r, value in zip(RULES, values, strict=True)
+            if value is True and r.name not in already]
 
 
 def next_check(facts: Mapping[str, Any], policy: Policy, now: datetime,
@@ -151,12 +166,16 @@ def next_check(facts: Mapping[str, Any], policy: Policy, now: datetime,
     """The earliest future instant at which a time-based rule could start to hold."""
     params = params_of(policy)
     times = []
-    for r in RULES:
-        if r.due is None or r.name in already:
+    for r, at in zip(_TIMED, compiled_all(_DUES)(facts, params, now), strict=True):
+        if r.name in already:
             continue
-        at = compiled(r.due)(facts, params, now)
         # Plan only a check that would fire if nothing new happens before it (an upload, a
         # scan): anything new re-plans, so a check the facts already rule out is never needed.
         if isinstance(at, datetime) and at > now and holds(r.when, facts, params, at):
             times.append(at)
     return min(times) if times else None
+
+
+_WHENS = tuple(r.when for r in RULES)
+_TIMED = tuple(r for r in RULES if r.due is not None)
+_DUES = tuple(r.due for r in _TIMED if r.due is not None)

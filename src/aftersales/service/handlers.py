@@ -443,7 +443,8 @@ class Service:
         (SH-6 (a), SH-9); `held` is a case the caller has loaded and will save itself."""
         policy = self.pinned_policy(repo, order.policy_id, order.policy_version)
         known = frozenset(order.violations)
-        findings = violations.detect(order.facts(tracking_orders), policy, now, known)
+        facts = order.facts(tracking_orders)
+        findings = violations.detect(facts, policy, now, known)
         new = order.record_violations(findings, now, policy)  # saved with the order
         out: list[Published] = []
         if any(v["name"] in ENTITLING_VIOLATIONS for v in new):
@@ -459,8 +460,12 @@ class Service:
         # Completion does not end the carrier's duties: a parcel auto-confirmed while still
         # in transit can go on to stall (SH-9). A closed (fully refunded) order has none left.
         live = order.status is not OrderStatus.CLOSED
-        order.check_at = (violations.next_check(order.facts(), policy, now,
-                                                frozenset(order.violations)) if live else None)
+        if new:  # the order moved on (violations, perhaps an entitled case): its facts again
+            facts = order.facts()
+        elif tracking_orders is not None:
+            facts = {**facts, "tracking_orders": None}  # as order.facts() gives them
+        order.check_at = (violations.next_check(facts, policy, now, frozenset(order.violations))
+                          if live else None)
         order.plan_follow_up(now, policy)  # SR-2: remind the buyer a week after delivery
         return out
 

@@ -46,7 +46,6 @@ import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from json import encoder as _json_encoder
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -66,14 +65,11 @@ class _Plan:
 
     __slots__ = (
         "binds",
-        "getter",
         "names",
-        "positional",
-        "procs",
+        "parameters",
         "result_keys",
         "result_procs",
         "result_types",
-        "single",
         "sql",
     )
 
@@ -81,33 +77,41 @@ class _Plan:
                  binds: list[tuple[str, str | None, Processor, Any]],
                  result: list[tuple[str, Any]] | None) -> None:
         self.sql = sql
-        self.positional = positional
         # (driver-level name, parameter key or None for a constant, bind processor, constant)
         self.binds = binds
         self.names = tuple(name for name, _, _, _ in binds)
-        keys = [key for _, key, _, _ in binds]
-        # Without constants the values come out of the dict in one C call (itemgetter), and only
-        # the columns with a bind processor are touched in Python.
-        self.getter = itemgetter(*keys) if keys and None not in keys else None
-        self.single = len(keys) == 1
-        self.procs = [(i, proc) for i, (_, _, proc, _) in enumerate(binds) if proc is not None]
+        self.parameters: Callable[[Params], Any] = _parameters_function(binds, positional)
+        """Driver-level parameters from one parameter dict: a tuple (qmark/format) or a dict
+        (named/pyformat)."""
         self.result_keys = tuple(k for k, _ in result) if result is not None else None
         self.result_types = [ty for _, ty in result] if result is not None else None
         self.result_procs: list[tuple[int, Callable[[Any], Any]]] | None = None
 
-    def parameters(self, params: Params) -> Any:
-        """Driver-level parameters: a tuple (qmark/format) or a dict (named/pyformat)."""
-        getter = self.getter
-        if getter is not None:
-            values = [getter(params)] if self.single else list(getter(params))
-            for i, proc in self.procs:
-                values[i] = proc(values[i])
-        else:  # no parameters, or constants among them
-            values = [(proc(params[key]) if proc is not None else params[key])
-                      if key is not None else const for _, key, proc, const in self.binds]
-        if self.positional:
-            return tuple(values)
-        return dict(zip(self.names, values, strict=True))
+
+def _parameters_function(binds: list[tuple[str, str | None, Processor, Any]],
+                         positional: bool) -> Callable[[Params], Any]:
+    """The plan's parameter builder as one generated function: a tuple or dict display of
+    `p[key]` (through its bind processor where the column has one) and constants, so a
+    statement's parameters cost one call instead of a loop over columns and processors. A
+    missing key raises KeyError, as a dict lookup does."""
+    namespace: dict[str, Any] = {}
+    items = []
+    for i, (name, key, proc, const) in enumerate(binds):
+        if key is None:
+            namespace[f"c{i}"] = const
+            value = f"c{i}"
+        elif proc is None:
+            value = f"p[{key!r}]"
+        else:
+            namespace[f"f{i}"] = proc
+            value = f"f{i}(p[{key!r}])"
+        items.append(value if positional else f"{name!r}: {value}")
+    display = f"({', '.join(items)}{',' if len(items) == 1 else ''})" if positional \
+        else f"{{{', '.join(items)}}}"
+    exec(compile(f"def parameters(p):\n    return {display}\n", "<fastsql parameters>",
+                 "exec"), namespace)
+    fn: Callable[[Params], Any] = namespace["parameters"]
+    return fn
 
 
 # Per dialect: (statement, parameter keys) -> plan, or None for the ordinary path. Keyed by
@@ -183,19 +187,24 @@ def _plan(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> _Plan | 
 # JSON columns where SQLAlchemy serialises with plain `json.dumps` (SQLite; psycopg adapts JSON
 # itself): the same text from json's C encoder, made as `json.dumps` makes it, without the three
 # Python calls around it (dumps -> encode -> iterencode) and SQLAlchemy's wrapper; about half
-# the cost of a small value, and a lifecycle binds some fifty.
+# the cost of a small value, and a lifecycle binds some fifty. The encoder is built once,
+# without json.dumps' circular-reference bookkeeping (its `markers` dict, which a shared encoder
+# could not share between threads): the values bound are trees the repository builds, and a
+# circular one would fail with RecursionError instead of ValueError, still before the driver.
 _c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
 _ascii = _json_encoder.encode_basestring_ascii
 _dumps_default = json.JSONEncoder().default  # what json.dumps uses: raises TypeError
+_encode = (_c_make_encoder(None, _dumps_default, _ascii, None, ": ", ", ", False, False, True)
+           if _c_make_encoder is not None else None)
 
 
 def _dumps(value: Any) -> str:
-    """`json.dumps(value)` with json.dumps' defaults (the same text, the same errors)."""
+    """`json.dumps(value)` with json.dumps' defaults (the same text and errors, but see above
+    for circular values)."""
     if isinstance(value, str):
         return _ascii(value)
-    assert _c_make_encoder is not None
-    return "".join(_c_make_encoder({}, _dumps_default, _ascii, None, ": ", ", ", False, False,
-                                   True)(value, 0))
+    assert _encode is not None
+    return "".join(_encode(value, 0))
 
 
 def _json_bind_processor(dialect: Dialect, type_: Any) -> Processor:
