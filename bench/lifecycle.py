@@ -52,7 +52,7 @@ from aftersales.domain.orders import LineSpec
 from aftersales.domain.types import SYSTEM, Actor, CaseType, Reason, Role, ScanKind, ShippingMode
 from aftersales.service import commands as c
 from aftersales.service.handlers import Service
-from aftersales.store.db import make_engine, upgrade
+from aftersales.store.db import DEFAULT_SQLITE_SYNCHRONOUS, SQLITE_SYNCHRONOUS, make_engine, upgrade
 
 PG_URL = os.environ.get("AFTERSALES_BENCH_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -188,32 +188,50 @@ def _comparable(cols: Sequence[str], rows: Sequence[Sequence[Any]], table: str) 
 
 
 @contextmanager
-def sqlite_sides() -> Iterator[Side]:
-    with tempfile.TemporaryDirectory(prefix="aftersales-bench-") as tmp:
-        svc = bootstrap(f"sqlite:///{tmp}/service.db")
-        scratch = bootstrap(f"sqlite:///{tmp}/scratch.db")
-        raw_engine = make_engine(f"sqlite:///{tmp}/raw.db")
-        upgrade(raw_engine)
-        raw_engine.dispose()
-        conn = sqlite3.connect(f"{tmp}/raw.db", isolation_level=None, timeout=60)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                       "busy_timeout=60000"):  # what make_engine sets on every connection
-            conn.execute(f"PRAGMA {pragma}")
+def sqlite_sides(synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS) -> Iterator[Side]:
+    """Both sides with SQLite's `synchronous` at `synchronous` (the service's default: FULL)."""
+    saved = os.environ.get("AFTERSALES_SQLITE_SYNCHRONOUS")
+    os.environ["AFTERSALES_SQLITE_SYNCHRONOUS"] = synchronous  # what bootstrap reads
+    try:
+        with tempfile.TemporaryDirectory(prefix="aftersales-bench-") as tmp:
+            svc = bootstrap(f"sqlite:///{tmp}/service.db")
+            scratch = bootstrap(f"sqlite:///{tmp}/scratch.db")
+            with svc.engine.connect() as probe:  # the level the service really runs at
+                level = probe.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            yield from _sqlite_sides(tmp, svc, scratch, synchronous, level)
+    finally:
+        if saved is None:
+            os.environ.pop("AFTERSALES_SQLITE_SYNCHRONOUS", None)
+        else:
+            os.environ["AFTERSALES_SQLITE_SYNCHRONOUS"] = saved
 
-        def rows(table: str) -> tuple[list[Any], list[Any]]:
-            with svc.engine.connect() as sconn:
-                res = sconn.exec_driver_sql(f"SELECT * FROM {table}")
-                a = _comparable(list(res.keys()), res.all(), table)
-            cur = conn.execute(f"SELECT * FROM {table}")
-            b = _comparable([d[0] for d in cur.description], cur.fetchall(), table)
-            return a, b
 
-        try:
-            yield Side(svc, WriteRecorder(scratch), RawRunner(conn, "BEGIN IMMEDIATE"), rows)
-        finally:
-            conn.close()
-            svc.engine.dispose()
-            scratch.engine.dispose()
+def _sqlite_sides(tmp: str, svc: Service, scratch: Service, synchronous: str,
+                  level: int) -> Iterator[Side]:
+    raw_engine = make_engine(f"sqlite:///{tmp}/raw.db")
+    upgrade(raw_engine)
+    raw_engine.dispose()
+    conn = sqlite3.connect(f"{tmp}/raw.db", isolation_level=None, timeout=60)
+    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON",
+                   "busy_timeout=60000"):  # what make_engine sets on every connection
+        conn.execute(f"PRAGMA {pragma}")
+    if conn.execute("PRAGMA synchronous").fetchone()[0] != level:
+        raise SystemExit("the ceiling does not run at the service's synchronous level")
+
+    def rows(table: str) -> tuple[list[Any], list[Any]]:
+        with svc.engine.connect() as sconn:
+            res = sconn.exec_driver_sql(f"SELECT * FROM {table}")
+            a = _comparable(list(res.keys()), res.all(), table)
+        cur = conn.execute(f"SELECT * FROM {table}")
+        b = _comparable([d[0] for d in cur.description], cur.fetchall(), table)
+        return a, b
+
+    try:
+        yield Side(svc, WriteRecorder(scratch), RawRunner(conn, "BEGIN IMMEDIATE"), rows)
+    finally:
+        conn.close()
+        svc.engine.dispose()
+        scratch.engine.dispose()
 
 
 def _with_schema(url: str, schema: str) -> str:
@@ -266,6 +284,16 @@ def postgres_sides(url: str) -> Iterator[Side]:
         admin.dispose()
 
 
+def durability(engine: Engine) -> str:
+    """How the service's database flushes commits, read off a connection."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            level = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            return f"synchronous={SQLITE_SYNCHRONOUS[level]}"
+        return (f"fsync={conn.exec_driver_sql('SHOW fsync').scalar_one()}, synchronous_commit="
+                f"{conn.exec_driver_sql('SHOW synchronous_commit').scalar_one()}")
+
+
 def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     run_service(side.service, "warm", warmup)
@@ -291,7 +319,8 @@ def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, 
     service_rate = n / min(service_s)
     raw_rate = n / min(raw_s)
     return {
-        "db": db, "lifecycles": n, "transactions_per_lifecycle": 7,
+        "db": db, "durability": durability(side.service.engine), "lifecycles": n,
+        "transactions_per_lifecycle": 7,
         "service_per_s": round(service_rate, 1), "raw_per_s": round(raw_rate, 1),
         "ratio": round(service_rate / raw_rate, 3),
         "service_runs_s": [round(x, 3) for x in service_s],
@@ -310,12 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best counts")
     p.add_argument("--warmup", type=int, default=None, help="untimed lifecycles first")
     p.add_argument("--pg-url", default=PG_URL)
+    p.add_argument("--synchronous", type=str.upper, choices=SQLITE_SYNCHRONOUS,
+                   default=DEFAULT_SQLITE_SYNCHRONOUS,
+                   help="SQLite's synchronous level on both sides (default: the service's, FULL: "
+                        "every commit durable; NORMAL leaves out the flush at each commit)")
     args = p.parse_args(argv)
     dbs = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     for db in dbs:
         n = args.n or (2000 if db == "sqlite" else 1000)
         warmup = args.warmup if args.warmup is not None else max(20, n // 10)
-        sides = sqlite_sides() if db == "sqlite" else postgres_sides(args.pg_url)
+        sides = sqlite_sides(args.synchronous) if db == "sqlite" else postgres_sides(args.pg_url)
         with sides as side:
             result = measure(db, side, n, warmup, args.repeat)
         print(json.dumps(result), flush=True)

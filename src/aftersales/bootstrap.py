@@ -16,7 +16,8 @@ def bootstrap(database_url: str | None = None, *, policy: str | None = None,
               ids: IdFactory = random_ids, migrate: bool = True,
               evidence_dir: str | Path | None = None) -> Service:
     settings = Settings.from_env()
-    engine = make_engine(database_url or settings.database_url)
+    engine = make_engine(database_url or settings.database_url,
+                         sqlite_synchronous=settings.sqlite_synchronous)
     if migrate:
         upgrade(engine)
     blobs = BlobStore(Path(evidence_dir or settings.evidence_dir), settings.evidence_max_bytes)

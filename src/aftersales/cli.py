@@ -17,6 +17,7 @@ import yaml
 from aftersales.bootstrap import bootstrap
 from aftersales.domain.errors import AftersalesError, PolicyError
 from aftersales.policy import loader
+from aftersales.settings import SettingsError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="aftersales: after-sales and dispute-resolution engine for marketplaces.")
@@ -542,6 +543,9 @@ def main() -> None:
     except AftersalesError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

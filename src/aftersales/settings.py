@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from aftersales.store.db import DEFAULT_URL
+from aftersales.store.db import DEFAULT_SQLITE_SYNCHRONOUS, DEFAULT_URL, SQLITE_SYNCHRONOUS
 
 # The HTTP API's development signing secret. `aftersales serve` refuses it when
 # AFTERSALES_ENV=production: set AFTERSALES_JWT_SECRET (or RS256 and a public key) there.
 DEV_JWT_SECRET = "aftersales-development-secret-do-not-use-in-production"
 
 
+class SettingsError(ValueError):
+    """An AFTERSALES_* variable holds a value that cannot be used (the message names it)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_URL
+    sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS  # FULL: durable commits (store/db.py)
     policy: str = "taobao"
     worker_interval_s: float = 5.0
     worker_batch: int = 200
@@ -36,6 +41,7 @@ class Settings:
         env = os.environ
         return cls(
             database_url=env.get("AFTERSALES_DATABASE_URL", DEFAULT_URL),
+            sqlite_synchronous=_sqlite_synchronous(env.get("AFTERSALES_SQLITE_SYNCHRONOUS")),
             policy=env.get("AFTERSALES_POLICY", "taobao"),
             worker_interval_s=float(env.get("AFTERSALES_WORKER_INTERVAL", "5")),
             worker_batch=int(env.get("AFTERSALES_WORKER_BATCH", "200")),
@@ -51,3 +57,13 @@ class Settings:
             environment=env.get("AFTERSALES_ENV", "development"),
             max_body_bytes=int(env.get("AFTERSALES_MAX_BODY_BYTES", "1048576")),
         )
+
+
+def _sqlite_synchronous(value: str | None) -> str:
+    if value is None or not value.strip():
+        return DEFAULT_SQLITE_SYNCHRONOUS
+    level = value.strip().upper()
+    if level not in SQLITE_SYNCHRONOUS:
+        raise SettingsError(f"AFTERSALES_SQLITE_SYNCHRONOUS is one of "
+                            f"{', '.join(SQLITE_SYNCHRONOUS)}, not {value!r}")
+    return level

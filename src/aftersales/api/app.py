@@ -57,7 +57,7 @@ UPLOAD_PATH = re.compile(r"^/api/v1/cases/[^/]+/evidence/files$")
 
 def build_service(settings: Settings) -> Service:
     """The service for `settings` (migrating the database when it is behind)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     upgrade(engine)
     return Service(engine, policies=PolicySource(settings.policy),
                    blobs=BlobStore(Path(settings.evidence_dir), settings.evidence_max_bytes))

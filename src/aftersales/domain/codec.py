@@ -22,10 +22,11 @@ def encode(value: Any) -> Any:
         return {"$td": value.total_seconds()}
     if isinstance(value, StrEnum):
         return value.value
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, dict):  # plain keys and values as they are, without a call each
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else encode(v)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
+        return [v if type(v) in _PLAIN else encode(v) for v in value]
     return value
 
 

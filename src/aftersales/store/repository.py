@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from operator import itemgetter
-from typing import Any
+from enum import Enum
+from operator import attrgetter, itemgetter
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -51,6 +52,7 @@ from aftersales.store import tables as t
 from aftersales.store.fastsql import execute, executemany, fetch, fetch_values, positions
 from aftersales.store.records import RecordsStore
 
+E = TypeVar("E", bound=Enum)
 _CASE_SCALARS = (
     "id", "order_id", "buyer_id", "seller_id", "decided_by", "received", "opened_at",
     "closed_at", "after_completion", "shipped_when_opened", "freight_payer",
@@ -68,11 +70,29 @@ _ORDER_SCALARS = (
     "delivery_city", "lost_at", "refund_requested_at", "oos_answer_due", "oos_choice",
     "reminded_at",
 )
+_get_case_scalars = attrgetter(*_CASE_SCALARS)
+_case_scalars_of = itemgetter(*_CASE_SCALARS)
+# Stored enum values back to members: a dict lookup (Enum's own call goes through its
+# metaclass in Python); an unknown value still raises Enum's ValueError.
+_MEMBERS: dict[type[Enum], dict[Any, Any]] = {
+    cls: {m.value: m for m in cls}
+    for cls in (CaseType, Reason, CaseStatus, Outcome, ShippingMode, OrderStatus)}
+
+
+def _member(cls: type[E], value: Any) -> E:
+    member: E | None = _MEMBERS[cls].get(value)
+    return member if member is not None else cls(value)
+
+
 _ORDER_LABELS = tuple((k, f"o_{k}") for k in _ORDER_SCALARS)  # as _SELECT_ORDER names them
 # Order state written on every save (besides version/seq and the deadline columns).
 _ORDER_MUTABLE = tuple(k for k in _ORDER_SCALARS
                        if k not in ("id", "buyer_id", "seller_id", "currency", "ship_to_city",
                                     "placed_at", "policy_id", "policy_version", "version", "seq"))
+# The same fields read off the aggregate in one C call each (attrgetter) instead of a loop.
+_ORDER_INSERTED = tuple(k for k in _ORDER_SCALARS if k not in ("version", "seq"))
+_get_order_inserted = attrgetter(*_ORDER_INSERTED)
+_get_order_mutable = attrgetter(*_ORDER_MUTABLE)
 
 
 def _order_extra(order: Order) -> dict[str, Any]:
@@ -232,7 +252,8 @@ class Repository(RecordsStore):
         gap = row[_P_GAP]
         return Order(
             **dict(zip(_ORDER_SCALARS, _ORDER_VALUES(row), strict=True)),
-            mode=ShippingMode(row[_P_MODE]), status=OrderStatus(row[_P_STATUS]),
+            mode=_member(ShippingMode, row[_P_MODE]),
+            status=_member(OrderStatus, row[_P_STATUS]),
             lines=[OrderLine(no, sku, title, qty, Money(unit, cur), Money(paid, cur),
                              Money(refunded, cur), no_reason, category, w_days, w_kind, case_id,
                              used, weight)
@@ -248,7 +269,7 @@ class Repository(RecordsStore):
         due, kind = order.next_deadline()
         try:
             execute(self.conn, _INSERT_ORDER, {
-                **{k: getattr(order, k) for k in _ORDER_SCALARS if k not in ("version", "seq")},
+                **dict(zip(_ORDER_INSERTED, _get_order_inserted(order), strict=True)),
                 "mode": order.mode.value, "status": order.status.value, "next_deadline": due,
                 "deadline_kind": kind, "version": 1, "seq": order.seq, **_order_extra(order)})
         except IntegrityError:
@@ -271,7 +292,8 @@ class Repository(RecordsStore):
         count = execute(self.conn, _UPDATE_ORDER, {
             "b_id": order.id, "b_version": order.version, "status": order.status.value,
             "mode": order.mode.value,
-            **{k: getattr(order, k) for k in _ORDER_MUTABLE}, **_order_extra(order),
+            **dict(zip(_ORDER_MUTABLE, _get_order_mutable(order), strict=True)),
+            **_order_extra(order),
             "next_deadline": due, "deadline_kind": kind, "version": order.version + 1,
             "seq": order.seq})
         if count != 1:
@@ -368,9 +390,9 @@ class Repository(RecordsStore):
     def _case_from_row(row: Any) -> Case:
         cur = row["currency"]
         return Case(
-            **{k: row[k] for k in _CASE_SCALARS},
-            type=CaseType(row["type"]), reason=Reason(row["reason"]),
-            status=CaseStatus(row["status"]), outcome=Outcome(row["outcome"]),
+            **dict(zip(_CASE_SCALARS, _case_scalars_of(row), strict=True)),
+            type=_member(CaseType, row["type"]), reason=_member(Reason, row["reason"]),
+            status=_member(CaseStatus, row["status"]), outcome=_member(Outcome, row["outcome"]),
             lines=tuple((int(a), int(b)) for a, b in row["lines"]),
             amount=Money(row["amount"], cur), refunded=Money(row["refunded"], cur),
             offer=Money(row["offer"], cur) if row["offer"] is not None else None,
@@ -381,7 +403,7 @@ class Repository(RecordsStore):
 
     def _case_values(self, case: Case) -> dict[str, Any]:
         return {
-            **{k: getattr(case, k) for k in _CASE_SCALARS},
+            **dict(zip(_CASE_SCALARS, _get_case_scalars(case), strict=True)),
             "type": case.type.value, "reason": case.reason.value, "status": case.status.value,
             "outcome": case.outcome.value, "lines": [list(x) for x in case.lines],
             "currency": case.amount.currency, "amount": case.amount.minor,
