@@ -220,3 +220,26 @@ def test_a_dead_idle_connection_is_replaced_before_use(
             assert uow.conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         svc.engine.dispose()
+
+
+@pytest.mark.parametrize("stored", [
+    None, "[]", "[1, 2]", '{"a": [1, {"b": null}], "c": "\\u00e9"}', " [1] ", '"x"', "1e5",
+    "true", "null", "NaN", 3, 2.5, "[1,", "", '{"a":1}x'])
+def test_json_is_read_as_sqlalchemy_reads_it_on_sqlite(sqlite_url: str, stored: Any) -> None:
+    """The fast path's JSON reader (`fastsql._loads`) against SQLAlchemy's own processor for a
+    JSON column on SQLite: the same value and type, or the same error."""
+    engine = db.make_engine(sqlite_url)
+    type_ = t.cases.c.rules.type
+    theirs_proc = type_._cached_result_processor(engine.dialect, None)
+    mine_proc = fastsql._json_result_processor(engine.dialect, type_, None)
+    assert mine_proc is fastsql._loads
+
+    def outcome(proc: Any) -> Any:
+        try:
+            value = proc(stored)
+        except ValueError as exc:
+            return ("error", type(exc), str(exc))
+        return ("value", repr(value), type(value))
+
+    assert outcome(mine_proc) == outcome(theirs_proc)
+    engine.dispose()

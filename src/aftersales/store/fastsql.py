@@ -383,5 +383,41 @@ def _result_processors(dialect: Dialect, plan: _Plan, cursor: Any
     for i, (type_, col) in enumerate(zip(plan.result_types, description, strict=True)):
         proc = type_._cached_result_processor(dialect, col[1])
         if proc is not None:
-            out.append((i, proc))
+            out.append((i, _json_result_processor(dialect, type_, col[1]) or proc))
     return out
+
+
+# Reading JSON where SQLAlchemy would call plain `json.loads` (SQLite's JSON text): the same
+# values from json's C scanner in one call, and no call at all for the empty lists most list
+# columns hold; anything the scanner does not consume whole (whitespace around the value, bad
+# text) goes to json.loads for its exact value or error. SQLite's processor also returns
+# numbers stored in a JSON column as they are.
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+
+
+def _loads(value: Any) -> Any:
+    if value is None:
+        return None
+    if value == "[]":
+        return []
+    if type(value) is str:
+        try:
+            obj, end = _scan_json(value, 0)
+        except StopIteration:
+            return json.loads(value)  # its JSONDecodeError
+        return obj if end == len(value) else json.loads(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value  # as _SQliteJson's processor (a number json.loads refuses)
+    return json.loads(value)
+
+
+def _json_result_processor(dialect: Dialect, type_: Any, coltype: Any) -> Processor:
+    """`_loads` where SQLAlchemy's own processor would be json.loads (see above); else None."""
+    if dialect.name != "sqlite" or getattr(dialect, "_json_deserializer", None) is not None:
+        return None
+    impl = type_.dialect_impl(dialect)
+    if (not isinstance(impl, sqltypes.JSON)
+            or type(impl).result_processor.__qualname__ != "_SQliteJson.result_processor"
+            or impl._str_impl.result_processor(dialect, coltype) is not None):
+        return None
+    return _loads
