@@ -11,7 +11,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from aftersales.store import audit
 from aftersales.store.audit import GENESIS, entry_hash
 
 CST = timezone(timedelta(hours=8))
@@ -104,3 +107,18 @@ def test_a_tuple_hashes_as_the_list_it_is_stored_as() -> None:
 def test_a_value_no_json_column_can_hold_is_refused(bad: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         h(changes=bad)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(value=_JSON)
+def test_the_hashed_text_is_canonical_json(value: Any) -> None:
+    """The prebuilt encoder gives json.dumps' canonical text (sorted keys, no spaces, UTF-8),
+    so entries hash as they always did."""
+    assert audit._encode([value]) == json.dumps(
+        [value], sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -96,6 +96,18 @@ class Service:
         self._pinned: dict[tuple[str, str], Policy] = {}
         self._registered: set[tuple[str, str]] = set()
         self._connections = KeptConnections(engine)  # one per thread, between commands
+        # Command type -> handler (case commands aside: `_handler_for`).
+        self._handlers: dict[type[Command], Callable[[Repository, Any, datetime], Result]] = {
+            PlaceOrder: self._place_order, Ship: self._ship, RecordScan: self._scan,
+            ConfirmReceipt: self._confirm_receipt, OpenCase: self._open_case,
+            DeclareOutOfStock: self._declare_out_of_stock,
+            ChooseOutOfStockOption: self._choose_out_of_stock, SetStock: self._set_stock,
+            ImportScans: self._import_scans, DisputeViolation: self._dispute_violation,
+            RegisterUser: self._register_user, Complain: self._complain,
+            AnswerComplaint: self._complaint_action, ResolveComplaint: self._complaint_action,
+            RateOrder: self._rate, ReplyToRating: self._reply_to_rating,
+            RemindBuyer: self._remind,
+        }
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager
@@ -148,19 +160,8 @@ class Service:
     def _handler_for(self, cmd: Command) -> Callable[[Repository, Any, datetime], Result]:
         if isinstance(cmd, CaseCommand):
             return self._case_action
-        table: dict[type[Command], Callable[[Repository, Any, datetime], Result]] = {
-            PlaceOrder: self._place_order, Ship: self._ship, RecordScan: self._scan,
-            ConfirmReceipt: self._confirm_receipt, OpenCase: self._open_case,
-            DeclareOutOfStock: self._declare_out_of_stock,
-            ChooseOutOfStockOption: self._choose_out_of_stock, SetStock: self._set_stock,
-            ImportScans: self._import_scans, DisputeViolation: self._dispute_violation,
-            RegisterUser: self._register_user, Complain: self._complain,
-            AnswerComplaint: self._complaint_action, ResolveComplaint: self._complaint_action,
-            RateOrder: self._rate, ReplyToRating: self._reply_to_rating,
-            RemindBuyer: self._remind,
-        }
         try:
-            return table[type(cmd)]
+            return self._handlers[type(cmd)]
         except KeyError:
             raise InvalidInput(f"unknown command {type(cmd).__name__}") from None
 

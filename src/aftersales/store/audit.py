@@ -33,6 +33,15 @@ GENESIS = "0" * 64
 # built once (json.dumps builds an encoder per call when given options).
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             allow_nan=False)
+# The same encoding straight from json's C encoder, made once (`JSONEncoder.encode` makes one
+# per call), without the circular-reference bookkeeping: `_canonical` builds a fresh tree.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode = (_c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":",
+                             ",", True, False, False) if _c_make_encoder is not None else None)
+
+
+def _encode(value: list[Any]) -> str:
+    return "".join(_c_encode(value, 0)) if _c_encode is not None else _ENCODER.encode(value)
 _FLAT = frozenset({str, bool, int, type(None)})  # canonical as they are (exact types only)
 
 
@@ -77,7 +86,7 @@ def entry_hash(prev: str, case_id: str, seq: int, name: str, at: datetime, actor
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise TypeError(f"seq must be an int, got {seq!r}")
     at_utc = at.astimezone(UTC).isoformat(timespec="microseconds")
-    text = _ENCODER.encode([prev, case_id, seq, name, at_utc, actor, rule, _canonical(changes)])
+    text = _encode([prev, case_id, seq, name, at_utc, actor, rule, _canonical(changes)])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
