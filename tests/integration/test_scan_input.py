@@ -253,3 +253,54 @@ def test_negative_decimal_price_and_parquet_without_statistics(tmp_path: Path) -
     with pytest.raises(ScanInputError) as err:
         scan(bare, e, loader.load("taobao"), AS_OF)
     assert (err.value.column, err.value.row) == ("qty", 2)
+
+
+def _line(order: str, no: int, tracking: str, sku: str, price: str, *, mode: str = "in_stock",
+          declared: str = "900") -> str:
+    return (f"{order},{no},s2,b5,{mode},2026-03-01T10:00:00+08:00,2026-03-03T10:00:00+08:00,"
+            f"Wuhan,2026-03-04T11:00:00+08:00,{tracking},{declared},{sku},1,{price},400,")
+
+
+def test_parquet_makes_the_same_shipments_as_csv(tmp_path: Path) -> None:
+    """From Parquet the scan groups only the lines of orders with a line numbered other than
+    1 and takes the others as they are (then merges two lines of one order both numbered 1);
+    from CSV it groups every line. Same violations and totals either way."""
+    orders = [
+        ORDERS[0], ORDERS[1].replace("o1,2,", "o1,1,"),  # o1: two lines, both numbered 1
+        ORDERS[2], ORDERS[3],
+        *(_line("o4", n, "T4", sku, "10.00") for n, sku in ((1, "A"), (2, "B"), (3, "C"))),
+        # o5: two shipments (split), each late and declared far too light
+        _line("o5", 1, "T5", "A", "10.00", declared="100"),
+        _line("o5", 2, "T6", "B", "20.00", declared="100"),
+        # o6: one line numbered 1, reused by o7's tracking number, o7 with a line 2 only
+        _line("o6", 1, "T7", "A", "3.00", mode="custom"),
+        _line("o7", 2, "T7", "B", "4.00"),
+        # o8: two lines numbered 1 that together weigh far more than declared (one does not)
+        _line("o8", 1, "T8", "A", "5.00", declared="200"),
+        _line("o8", 1, "T8", "B", "6.00", declared="200"),
+    ]
+    o, e = write(tmp_path, orders)
+    pq = typed_orders(tmp_path, orders)
+    policy = loader.load("taobao")
+    from_csv, from_parquet = scan(o, e, policy, AS_OF), scan(pq, e, policy, AS_OF)
+    assert from_parquet.violations == from_csv.violations
+    assert from_parquet.totals == from_csv.totals
+    assert from_csv.totals["orders"] == 8 and from_csv.totals["lines"] == 13
+    lines = {(v["order_id"], v["name"]): (v["lines"], v["price"])
+             for v in from_csv.violations or []}
+    assert lines[("o1", "ship_timeout")] == ([1, 1], "79.90")
+    assert lines[("o4", "ship_timeout")] == ([1, 2, 3], "30.00")
+    assert lines[("o5", "ship_timeout")] == ([1, 2], "30.00")
+    assert lines[("o5", "fake_shipment")] == ([1, 2], "30.00")
+    assert lines[("o6", "fake_shipment")] == ([1], "3.00")  # reused_tracking
+    assert lines[("o7", "fake_shipment")] == ([2], "4.00")
+    assert lines[("o8", "fake_shipment")] == ([1, 1], "11.00")  # empty_parcel: merged
+
+
+@pytest.mark.parametrize("line_no", ["1", "2"])
+def test_parquet_lines_that_disagree_are_rejected(tmp_path: Path, line_no: str) -> None:
+    orders = [ORDERS[0], ORDERS[1].replace("o1,2,", f"o1,{line_no},").replace(",in_stock,",
+                                                                             ",presale,")]
+    _, e = write(tmp_path, ORDERS)
+    with pytest.raises(ScanInputError, match=r"lines of order 'o1' disagree on mode"):
+        scan(typed_orders(tmp_path, orders), e, loader.load("taobao"), AS_OF)

@@ -46,11 +46,14 @@ A rejected file reports nothing: every row is checked before any violation is re
 How it is computed (each step one pass; see docs/benchmarks.md for the measurements):
   * `og`: one row per shipment, from one GROUP BY over the lines whose keys include the
     order's columns (so disagreeing lines show up as two rows for one shipment, found in the
-    small `multi` table of orders with several rows). A row that fails a check stops the
-    query at once (DuckDB's error()), and `_locate` then names the first bad row; checks that
-    a Parquet file's own statistics settle (no NULLs, no '', minimums) are not run per row.
-  * `sf`: one row per tracking number from one GROUP BY over the scans; max_scan_gap is exact
-    from min/max/bit_xor for trails of up to three scans, longer trails are read again.
+    small `multi` table of orders with several rows); from Parquet, only the lines of orders
+    with a line numbered other than 1 are grouped, the others are shipments as they are. A
+    row that fails a check stops the query at once (DuckDB's error()), and `_locate` then
+    names the first bad row; checks that a Parquet file's own statistics settle (no NULLs,
+    no '', minimums) are not run per row.
+  * `sf`: one row per tracking number from one GROUP BY over the scans, each scan packed
+    into one number (time and kind), so that min/max/bit_xor give every fact of a trail of
+    up to three scans exactly; longer trails are read again.
   * `flagged`: shipments joined with their scan facts, kept where any rule holds; then the
     violations, grouped per (order_id, name) only for orders with several shipments.
   * Times are kept as plain TIMESTAMPs in UTC (same instants; cheaper to compare, add to and
@@ -568,11 +571,10 @@ FROM (
   SELECT {fact_cols}, buyer_id, n_lines, first_line, last_line, price_minor
   FROM (
     SELECT og.*, sf.first_scan_at, sf.first_pickup_at, sf.last_scan_at, sf.delivered_at,
-      sf.delivery_city, sf.lost_at, coalesce(lg.max_scan_gap, sf.max_scan_gap) AS max_scan_gap,
+      sf.delivery_city, sf.lost_at, sf.max_scan_gap,
       CASE WHEN og.tracking_no IS NOT NULL THEN coalesce(dup.n, 1) END AS tracking_orders
     FROM og LEFT JOIN sf ON og.tracking_no = sf.tracking_no
     LEFT JOIN dup ON og.tracking_no = dup.tracking_no
-    LEFT JOIN long_gaps AS lg ON og.tracking_no = lg.tracking_no
   )
   WHERE {' OR '.join(f'({w})' for w in whens)}
 )
@@ -653,23 +655,64 @@ def _lines_sql(orders: _Input, as_of: str, checked: bool = True) -> str:
   WHERE placed_at <= {as_of}"""
 
 
-def _og_sql(orders: _Input, as_of: str) -> str:
+_OG_KEYS = ("order_id", "tracking_no", "seller_id", "buyer_id", "mode", "placed_at", "ship_by",
+            "ship_to_city", "shipped_at")
+# how a shipment row's values combine when rows of one shipment are merged
+_OG_MERGE = (("declared_weight_g", "max"), ("expected_weight_g", "sum"),
+             ("refund_requested_at", "min"), ("n_lines", "sum"), ("first_line", "min"),
+             ("last_line", "max"), ("price_minor", "sum"))
+
+
+def _several_lines_sql(orders: _Input) -> str:
+    """The orders with a line numbered other than 1: those that may have several lines."""
+    c = orders.columns
+    return (f"SELECT DISTINCT {c['order_id'].expr} AS order_id FROM {_relation(orders.path)} "
+            f"WHERE {c['line_no'].expr} <> 1 AND {c['order_id'].expr} IS NOT NULL")
+
+
+def _og_sql(orders: _Input, as_of: str, split: bool) -> str:
     """Lines -> shipments: one row per (order_id, tracking number), placed by `as_of`.
 
     The order's columns and the upload time are group keys rather than aggregates: lines of
     one shipment that disagree on them make two rows for one (order_id, tracking_no), which
     `_mixed_order` finds afterwards (cheaper here than any_value() and a consistency check
-    per column). The line numbers are kept as first/last/count (exact up to two lines)."""
-    return f"""
-SELECT order_id, tracking_no, seller_id, buyer_id, mode, placed_at, ship_by, ship_to_city,
-  shipped_at, max(declared_weight_g) AS declared_weight_g,
+    per column). The line numbers are kept as first/last/count (exact up to two lines).
+
+    `split` (Parquet): most orders have one line, numbered 1, and a hash aggregate costs
+    about as much per row as it finds groups (here almost every line is its own group, and
+    carrying the nine key columns through the hash table is the cost). So only the lines of
+    the orders in `several` (those with a line numbered other than 1; the line numbers'
+    statistics let DuckDB read only the row groups holding such lines) are grouped; the
+    others are shipments as they are. Two lines of one order both numbered 1 then come out as
+    two rows of one shipment: `multi` finds them, and `_merge_sql` groups them."""
+    keys = ", ".join(_OG_KEYS)
+    grouped = f"""
+SELECT {keys}, max(declared_weight_g) AS declared_weight_g,
   CAST(sum(qty * coalesce(weight_g, 0)) AS BIGINT) AS expected_weight_g,
   min(refund_requested_at) AS refund_requested_at,
   count(*) AS n_lines, min(line_no) AS first_line, max(line_no) AS last_line,
-  CAST(sum(price_minor) AS BIGINT) AS price_minor
-FROM ({_lines_sql(orders, as_of)})
+  CAST(sum(price_minor) AS BIGINT) AS price_minor"""
+    if not split:
+        return f"{grouped}\nFROM ({_lines_sql(orders, as_of)})\nGROUP BY ALL"
+    return f"""
+WITH l AS ({_lines_sql(orders, as_of)})
+SELECT {keys}, declared_weight_g,
+  CAST(qty * coalesce(weight_g, 0) AS BIGINT) AS expected_weight_g, refund_requested_at,
+  CAST(1 AS BIGINT) AS n_lines, line_no AS first_line, line_no AS last_line, price_minor
+FROM l ANTI JOIN several ON l.order_id = several.order_id
+UNION ALL
+{grouped}
+FROM l SEMI JOIN several ON l.order_id = several.order_id
 GROUP BY ALL
 """
+
+
+def _merge_sql() -> str:
+    """The rows of the `multi` orders, those with equal shipment keys merged into one (as
+    the grouped `_og_sql` would have made them)."""
+    aggs = ", ".join(f"CAST({fn}({col}) AS BIGINT) AS {col}" if fn == "sum"
+                     else f"{fn}({col}) AS {col}" for col, fn in _OG_MERGE)
+    return f"SELECT {', '.join(_OG_KEYS)}, {aggs} FROM ({_IN_MULTI}) GROUP BY ALL"
 
 
 def _events_sql(events: _Input, as_of: str, checked: bool = True) -> str:
@@ -681,55 +724,84 @@ def _events_sql(events: _Input, as_of: str, checked: bool = True) -> str:
   FROM {_relation(events.path)}"""
 
 
+# Scan kinds the facts tell apart, as the two low bits of a packed scan (see `_sf_sql`).
+_KIND_CODES = ((1, (ScanKind.PICKED_UP.value,)), (2, DELIVERED), (3, (ScanKind.LOST.value,)))
+
+
+def _kind_code(event: str) -> str:
+    arms = " ".join(f"WHEN {' OR '.join(f'{event} = {_str_lit(k)}' for k in kinds)} THEN {code}"
+                    for code, kinds in _KIND_CODES)
+    return f"CASE {arms} ELSE 0 END"
+
+
 def _sf_sql(events: _Input, as_of: str) -> str:
     """Scan facts per tracking number (scans after `as_of` left out).
 
-    max_scan_gap, the longest gap between consecutive scan times while the parcel is not yet
-    delivered (a gap counts when its earlier time is before the first delivered/signed scan,
-    as `Order.scanned` does), needs the times in order. For a trail of at most three scans
-    they are known exactly without sorting: the smallest, the largest, and the middle one as
-    the bit_xor of all three with those two. `long_gaps` sorts the few longer trails."""
-    dlv = " OR ".join(f"event = {_str_lit(k)}" for k in DELIVERED)
-    pair = ("CASE WHEN {b} > {a} AND (dlv IS NULL OR {a} < dlv) THEN {b} - {a} END")
+    Each scan is packed into one BIGINT, its time in microseconds times 4 plus a code for its
+    kind (1 picked_up, 2 delivered/signed, 3 lost, 0 other): the packed values order by time,
+    and min, max and bit_xor of them give the whole trail of a parcel with at most three scans
+    (the middle one is the bit_xor of all three with the smallest and the largest). So four
+    plain aggregates give first_scan_at, last_scan_at, first_pickup_at, delivered_at, lost_at
+    and max_scan_gap (the longest gap between consecutive scans while the parcel is not yet
+    delivered: a gap counts when its earlier time is before the first delivered/signed scan,
+    as `Order.scanned` does) of those trails exactly, without sorting and without a filtered
+    aggregate per kind. Longer trails (n_events > 3) get theirs from `_long_sql`. (Times
+    within about 70,000 years of 1970 pack into a BIGINT; only times up to `as_of` are packed.)
+    """
+    e = _events_sql(events, as_of)
+
+    def ts(k: str) -> str:  # microseconds
+        return f"(({k} - ({k} & 3)) // 4)"
+
+    def first(code: int) -> str:  # the first scan of a kind, in microseconds
+        return (f"CASE WHEN n_events > 3 THEN NULL WHEN lo & 3 = {code} THEN {ts('lo')} "
+                f"WHEN n_events = 3 AND mid & 3 = {code} THEN {ts('mid')} "
+                f"WHEN n_events >= 2 AND hi & 3 = {code} THEN {ts('hi')} END")
+
+    pair = "CASE WHEN {b} > {a} AND (dlv IS NULL OR {a} < dlv) THEN {b} - {a} END"
+    a, b, c = ts("lo"), ts("mid"), ts("hi")
     return f"""
-SELECT tracking_no, n_events, first_scan_at, first_pickup_at, last_scan_at, delivered_at,
-  delivery_city, lost_at,
-  to_microseconds(CASE WHEN n_events = 2 THEN {pair.format(a='lo', b='hi')}
-    WHEN n_events = 3 THEN greatest({pair.format(a='lo', b='mid')},
-                                    {pair.format(a='mid', b='hi')}) END) AS max_scan_gap
-FROM (SELECT *, epoch_us(first_scan_at) AS lo, epoch_us(last_scan_at) AS hi,
-        xor(xor(x, epoch_us(first_scan_at)), epoch_us(last_scan_at)) AS mid,
-        epoch_us(delivered_at) AS dlv
-  FROM (
-    SELECT tracking_no, count(ts) AS n_events, min(ts) AS first_scan_at,
-      max(ts) AS last_scan_at, bit_xor(epoch_us(ts)) AS x,
-      min(ts) FILTER (WHERE event = 'picked_up') AS first_pickup_at,
-      min(ts) FILTER (WHERE {dlv}) AS delivered_at,
-      -- the city of the first delivered/signed scan, NULL if that scan has none
-      arg_min_null(city, ts) FILTER (WHERE {dlv}) AS delivery_city,
-      min(ts) FILTER (WHERE event = 'lost') AS lost_at
-    FROM ({_events_sql(events, as_of)})
-    GROUP BY tracking_no))
+SELECT tracking_no, n_events, make_timestamp({a}) AS first_scan_at,
+  make_timestamp(pick) AS first_pickup_at, make_timestamp({c}) AS last_scan_at,
+  make_timestamp(dlv) AS delivered_at, delivery_city, make_timestamp(lost) AS lost_at,
+  to_microseconds(CASE WHEN n_events = 2 THEN {pair.format(a=a, b=c)}
+    WHEN n_events = 3 THEN greatest({pair.format(a=a, b=b)}, {pair.format(a=b, b=c)}) END)
+    AS max_scan_gap
+FROM (SELECT *, {first(1)} AS pick, {first(2)} AS dlv, {first(3)} AS lost
+  FROM (SELECT *, xor(xor(x, lo), hi) AS mid
+    FROM (
+      SELECT tracking_no, count(k) AS n_events, min(k) AS lo, max(k) AS hi, bit_xor(k) AS x,
+        -- the city of the first delivered/signed scan, NULL if that scan has none
+        arg_min_null(city, ts) FILTER (WHERE k & 3 = 2) AS delivery_city
+      FROM (SELECT tracking_no, city, ts, epoch_us(ts) * 4 + {_kind_code('event')} AS k
+            FROM ({e}))
+      GROUP BY tracking_no)))
 """
 
 
-def _long_gaps_sql(events: _Input, as_of: str) -> str:
-    """max_scan_gap of the trails with more than three scans: their scan times read again,
-    collected and sorted per tracking number (a second pass over the file, but only these
-    tracking numbers get past the join; a list per number is cheaper than a window)."""
+def _long_sql(events: _Input, as_of: str) -> str:
+    """The kind facts and max_scan_gap of the trails with more than three scans: their scans
+    read again, the times collected and sorted per tracking number (a second pass over the
+    file, but only these tracking numbers get past the join; a list per number is cheaper
+    than a window)."""
+    dlv = " OR ".join(f"e.event = {_str_lit(k)}" for k in DELIVERED)
     pair = "CASE WHEN p[2] > p[1] AND (dlv IS NULL OR p[1] < dlv) THEN p[2] - p[1] END"
     return f"""
-SELECT tracking_no,
+SELECT tracking_no, first_pickup_at, delivered_at, lost_at,
   to_microseconds(list_max(list_transform(list_zip(ats[:-2], ats[2:]), lambda p: {pair})))
     AS max_scan_gap
 FROM (
-  SELECT e.tracking_no, list_sort(list(epoch_us(e.ts))) AS ats,
-    any_value(epoch_us(l.delivered_at)) AS dlv
-  FROM ({_events_sql(events, as_of, checked=False)}) AS e
-  JOIN (SELECT tracking_no, delivered_at FROM sf WHERE n_events > 3) AS l
-    ON e.tracking_no = l.tracking_no
-  WHERE e.ts IS NOT NULL
-  GROUP BY e.tracking_no)
+  SELECT *, epoch_us(delivered_at) AS dlv FROM (
+    SELECT e.tracking_no, list_sort(list(epoch_us(e.ts))) AS ats,
+      min(e.ts) FILTER (WHERE e.event = {_str_lit(ScanKind.PICKED_UP.value)})
+        AS first_pickup_at,
+      min(e.ts) FILTER (WHERE {dlv}) AS delivered_at,
+      min(e.ts) FILTER (WHERE e.event = {_str_lit(ScanKind.LOST.value)}) AS lost_at
+    FROM ({_events_sql(events, as_of, checked=False)}) AS e
+    JOIN (SELECT tracking_no FROM sf WHERE n_events > 3) AS l
+      ON e.tracking_no = l.tracking_no
+    WHERE e.ts IS NOT NULL
+    GROUP BY e.tracking_no))
 """
 
 
@@ -797,10 +869,21 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
         t0 = time.perf_counter()
         orders = _orders_input(con, orders_file, exponent)
         events = _events_input(con, events_file)
-        _run(con, orders, f"CREATE TEMP TABLE og AS {_og_sql(orders, at)}")
-        # orders with more than one shipment row: split shipments, or lines that disagree
-        con.execute("CREATE TEMP TABLE multi AS SELECT order_id, count(*) AS n FROM og "
-                    "GROUP BY order_id HAVING count(*) > 1")
+        split = _file_format(orders.path) == "parquet"
+        if split:
+            con.execute(f"CREATE TEMP TABLE several AS {_several_lines_sql(orders)}")
+        _run(con, orders, f"CREATE TEMP TABLE og AS {_og_sql(orders, at, split)}")
+        # orders with more than one shipment row: split shipments, lines that disagree, or
+        # (`split`) lines of one shipment not grouped yet
+        multi = ("CREATE OR REPLACE TEMP TABLE multi AS SELECT order_id, count(*) AS n "
+                 "FROM og GROUP BY order_id HAVING count(*) > 1")
+        con.execute(multi)
+        if split and _count(con, "SELECT * FROM multi"):
+            con.execute(f"CREATE TEMP TABLE merged AS {_merge_sql()}")
+            if _count(con, "SELECT * FROM merged") < _count(con, _IN_MULTI):
+                con.execute("DELETE FROM og WHERE order_id IN (SELECT order_id FROM multi)")
+                con.execute("INSERT INTO og SELECT * FROM merged")
+                con.execute(multi)
         mixed = _mixed_order(con)
         if mixed is not None:
             raise _mixed(con, orders, mixed)
@@ -809,10 +892,11 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
         _run(con, events, f"CREATE TEMP TABLE sf AS {_sf_sql(events, at)}")
         long_trails = con.execute("SELECT count(*) FROM sf WHERE n_events > 3").fetchone()
         if long_trails and long_trails[0]:
-            con.execute(f"CREATE TEMP TABLE long_gaps AS {_long_gaps_sql(events, at)}")
-        else:
-            con.execute("CREATE TEMP TABLE long_gaps "
-                        "(tracking_no VARCHAR, max_scan_gap INTERVAL)")
+            con.execute(f"CREATE TEMP TABLE long AS {_long_sql(events, at)}")
+            con.execute("UPDATE sf SET first_pickup_at = l.first_pickup_at, "
+                        "delivered_at = l.delivered_at, lost_at = l.lost_at, "
+                        "max_scan_gap = l.max_scan_gap FROM long AS l "
+                        "WHERE sf.n_events > 3 AND sf.tracking_no = l.tracking_no")
         # tracking numbers shipped with more than one order (each order once: no mixed rows)
         con.execute("CREATE TEMP TABLE dup AS SELECT tracking_no, count(*) AS n FROM og "
                     "WHERE tracking_no IS NOT NULL GROUP BY tracking_no HAVING count(*) > 1")
@@ -874,6 +958,14 @@ def _out_format(path: Path) -> str:
     if suffix in (".parquet", ".pq"):
         return "parquet"
     raise InvalidInput(f"{path}: the output file must end in .csv or .parquet")
+
+
+_IN_MULTI = "SELECT * FROM og WHERE order_id IN (SELECT order_id FROM multi)"
+
+
+def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM ({query})").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _mixed_order(con: duckdb.DuckDBPyConnection) -> str | None:
