@@ -881,7 +881,7 @@ def scan(orders_path: str | Path, events_path: str | Path, policy: Policy,
         events = _events_input(con, events_file)
         split = _file_format(orders.path) == "parquet"
         if split:
-            con.execute(f"CREATE TEMP TABLE several AS {_several_lines_sql(orders)}")
+            _run(con, orders, f"CREATE TEMP TABLE several AS {_several_lines_sql(orders)}")
         _run(con, orders, f"CREATE TEMP TABLE og AS {_og_sql(orders, at, split)}")
         # orders with more than one shipment row: split shipments, lines that disagree, or
         # (`split`) lines of one shipment not grouped yet
