@@ -60,13 +60,15 @@ class UTCDateTime(TypeDecorator[datetime]):
                 and getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT
                 and getattr(impl, "_reg", True) is None)
 
-    # Both remember recent conversions (an order carries the same dozen times through all its
-    # saves and loads). A text depends only on the instant, and equal aware datetimes are the
-    # same instant, except two readings of one wall time in a DST fold: `fold` is in the key.
+    # Both remember recent conversions, in one memo for every column of every statement (an
+    # order carries the same dozen times through all its saves and loads, and a command's `now`
+    # goes into several columns and tables). A text depends only on the instant, and equal
+    # aware datetimes are the same instant, except two readings of one wall time in a DST fold:
+    # `fold` is in the key.
     def bind_processor(self, dialect: Dialect) -> Any:
         if not self._sqlite_default_text(dialect):
             return super().bind_processor(dialect)
-        seen: dict[Any, str] = {}
+        seen = _TEXT_OF
 
         def process(value: datetime | None) -> str | None:
             if value is None:
@@ -88,7 +90,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if not self._sqlite_default_text(dialect):
             return super().result_processor(dialect, coltype)
         parse = datetime.fromisoformat
-        seen: dict[str, datetime] = {}  # datetimes are immutable: sharing one is safe
+        seen = _TIME_OF  # datetimes are immutable: sharing one is safe
 
         def process(value: str | None) -> datetime | None:
             if value is None:
@@ -107,6 +109,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 _SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d "
                            "%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
 _SEEN_MAX = 4096
+_TEXT_OF: dict[Any, str] = {}  # instant (with fold for zoneinfo times) -> SQLite's text
+_TIME_OF: dict[str, datetime] = {}  # SQLite's text -> aware UTC datetime
 
 
 Json = JSON().with_variant(JSONB(), "postgresql")
