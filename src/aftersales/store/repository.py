@@ -71,7 +71,12 @@ _ORDER_SCALARS = (
     "reminded_at",
 )
 _get_case_scalars = attrgetter(*_CASE_SCALARS)
-_case_scalars_of = itemgetter(*_CASE_SCALARS)
+# A `cases` row read by position (its columns in table order, as `select(cases)` gives them).
+_C_POS = {c.key: i for i, c in enumerate(t.cases.c)}
+_case_scalars_of = itemgetter(*(_C_POS[k] for k in _CASE_SCALARS))
+_case_others_of = itemgetter(*(_C_POS[k] for k in (
+    "currency", "type", "reason", "status", "outcome", "lines", "amount", "refunded", "offer",
+    "rules", "jury_panel", "jury_votes")))
 # Stored enum values back to members: a dict lookup (Enum's own call goes through its
 # metaclass in Python); an unknown value still raises Enum's ValueError.
 _MEMBERS: dict[type[Enum], dict[Any, Any]] = {
@@ -194,8 +199,9 @@ _LINE_VALUES = itemgetter(*(_OL_POS[f"l_{k}"] for k in (
     "category", "warranty_days", "warranty_kind", "open_case_id", "after_sales_used",
     "weight_g")))
 # `_SELECT_CASE_ORDER` rows by position: the case's columns, then `_ORDER_AND_LINES`'.
-_CASE_KEYS = tuple(c.key for c in _C.c)
-_N_CASE = len(_CASE_KEYS)
+_N_CASE = len(_C.c)
+assert positions(_SELECT_CASE) == _C_POS
+assert {k: i for k, i in positions(_SELECT_CASE_ORDER).items() if i < _N_CASE} == _C_POS
 assert {k: i - _N_CASE for k, i in positions(_SELECT_CASE_ORDER).items() if i >= _N_CASE} == _OL_POS
 _P_ID, _P_CURRENCY, _P_MODE, _P_STATUS, _P_GAP, _P_VIOLATIONS, _P_OOS = (
     _OL_POS[f"o_{k}"] for k in ("id", "currency", "mode", "status", "max_scan_gap_s",
@@ -369,36 +375,37 @@ class Repository(RecordsStore):
 
     # -- cases --------------------------------------------------------------------------------
     def get_case(self, case_id: str) -> Case:
-        rows = fetch(self.conn, _SELECT_CASE, {"b_id": case_id})
-        row = rows[0] if rows else None
-        if row is None:
+        rows = fetch_values(self.conn, _SELECT_CASE, {"b_id": case_id})
+        if not rows:
             raise NotFound(f"unknown case {case_id!r}")
-        return self._case_from_row(row)
+        return self._case_from_values(rows[0])
 
     def get_case_and_order(self, case_id: str) -> tuple[Case, Order]:
         """The case and its order, as `get_case` then `get_order` would load them."""
         rows = fetch_values(self.conn, _SELECT_CASE_ORDER, {"b_id": case_id})
         if not rows:
             raise NotFound(f"unknown case {case_id!r}")
-        case = dict(zip(_CASE_KEYS, rows[0], strict=False))  # the case's columns come first
-        if rows[0][_N_CASE + _P_ID] is None:
-            raise NotFound(f"unknown order {case['order_id']!r}")
-        return (self._case_from_row(case),
+        case = rows[0]  # the case's columns come first, as in _SELECT_CASE
+        if case[_N_CASE + _P_ID] is None:
+            raise NotFound(f"unknown order {case[_C_POS['order_id']]!r}")
+        return (self._case_from_values(case),
                 self._order_from_values([row[_N_CASE:] for row in rows]))
 
     @staticmethod
-    def _case_from_row(row: Any) -> Case:
-        cur = row["currency"]
+    def _case_from_values(row: Sequence[Any]) -> Case:
+        """A case from a row that starts with the `cases` columns in table order."""
+        (cur, type_, reason, status, outcome, lines, amount, refunded, offer, rules, panel,
+         votes) = _case_others_of(row)
         return Case(
             **dict(zip(_CASE_SCALARS, _case_scalars_of(row), strict=True)),
-            type=_member(CaseType, row["type"]), reason=_member(Reason, row["reason"]),
-            status=_member(CaseStatus, row["status"]), outcome=_member(Outcome, row["outcome"]),
-            lines=tuple((int(a), int(b)) for a, b in row["lines"]),
-            amount=Money(row["amount"], cur), refunded=Money(row["refunded"], cur),
-            offer=Money(row["offer"], cur) if row["offer"] is not None else None,
-            rules=tuple(row["rules"]),
-            jury_panel=tuple(row["jury_panel"] or ()),
-            jury_votes=tuple((str(j), str(v)) for j, v in row["jury_votes"] or ()),
+            type=_member(CaseType, type_), reason=_member(Reason, reason),
+            status=_member(CaseStatus, status), outcome=_member(Outcome, outcome),
+            lines=tuple((int(a), int(b)) for a, b in lines),
+            amount=Money(amount, cur), refunded=Money(refunded, cur),
+            offer=Money(offer, cur) if offer is not None else None,
+            rules=tuple(rules),
+            jury_panel=tuple(panel or ()),
+            jury_votes=tuple((str(j), str(v)) for j, v in votes or ()),
         )
 
     def _case_values(self, case: Case) -> dict[str, Any]:
