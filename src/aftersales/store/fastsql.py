@@ -64,8 +64,6 @@ class _Plan:
     """One statement compiled for one dialect and one set of parameter keys."""
 
     __slots__ = (
-        "binds",
-        "names",
         "parameters",
         "result_keys",
         "result_procs",
@@ -77,9 +75,8 @@ class _Plan:
                  binds: list[tuple[str, str | None, Processor, Any]],
                  result: list[tuple[str, Any]] | None) -> None:
         self.sql = sql
-        # (driver-level name, parameter key or None for a constant, bind processor, constant)
-        self.binds = binds
-        self.names = tuple(name for name, _, _, _ in binds)
+        # binds: (driver-level name, parameter key or None for a constant, bind processor,
+        # constant), in the statement's order
         self.parameters: Callable[[Params], Any] = _parameters_function(binds, positional)
         """Driver-level parameters from one parameter dict: a tuple (qmark/format) or a dict
         (named/pyformat)."""
