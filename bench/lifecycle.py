@@ -300,11 +300,19 @@ def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, 
     side.raw.run(side.recorder.record("warm", warmup))
     service_s: list[float] = []
     raw_s: list[float] = []
+    cpu = {"service": 0.0, "raw": 0.0}  # this process's CPU time, summed over the rounds
+
+    def timed(name: str, run: Callable[[], float], into: list[float]) -> None:
+        start = time.process_time()
+        into.append(run())
+        cpu[name] += time.process_time() - start
+
     for r in range(repeat):
         txs = side.recorder.record(f"r{r}", n)  # untimed, on the scratch database
         order: list[Callable[[], None]] = [
-            lambda r=r: service_s.append(run_service(side.service, f"r{r}", n)),
-            lambda txs=txs: raw_s.append(side.raw.run(txs)),
+            lambda r=r: timed("service", lambda: run_service(side.service, f"r{r}", n),
+                              service_s),
+            lambda txs=txs: timed("raw", lambda: side.raw.run(txs), raw_s),
         ]
         for go in order if r % 2 == 0 else reversed(order):
             go()
@@ -325,10 +333,21 @@ def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, 
         "ratio": round(service_rate / raw_rate, 3),
         "service_runs_s": [round(x, 3) for x in service_s],
         "raw_runs_s": [round(x, 3) for x in raw_s],
+        # per lifecycle, averaged over the rounds: CPU time of this process (Python, SQLAlchemy,
+        # the driver and, for SQLite, the database engine itself) and the rest of the wall
+        # time (waiting: for SQLite the flushes to disk, for PostgreSQL the server). The ratio
+        # depends on the machine's CPU speed against its flush latency: see docs/benchmarks.md
+        "service_ms": _split(cpu["service"], service_s, n),
+        "raw_ms": _split(cpu["raw"], raw_s, n),
         "warmup": warmup, "repeat": repeat, "same_rows": True, "rows": counts,
         "python": platform.python_version(), "sqlalchemy": sqlalchemy.__version__,
         "nproc": os.cpu_count(), "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def _split(cpu_s: float, runs_s: Sequence[float], n: int) -> dict[str, float]:
+    per = 1000 / (n * len(runs_s))
+    return {"cpu": round(cpu_s * per, 3), "wait": round((sum(runs_s) - cpu_s) * per, 3)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
