@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -52,7 +53,13 @@ from aftersales.domain.orders import LineSpec
 from aftersales.domain.types import SYSTEM, Actor, CaseType, Reason, Role, ScanKind, ShippingMode
 from aftersales.service import commands as c
 from aftersales.service.handlers import Service
-from aftersales.store.db import DEFAULT_SQLITE_SYNCHRONOUS, SQLITE_SYNCHRONOUS, make_engine, upgrade
+from aftersales.store.db import (
+    DEFAULT_SQLITE_SYNCHRONOUS,
+    SQLITE_SYNCHRONOUS,
+    durability,
+    make_engine,
+    upgrade,
+)
 
 PG_URL = os.environ.get("AFTERSALES_BENCH_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -284,28 +291,24 @@ def postgres_sides(url: str) -> Iterator[Side]:
         admin.dispose()
 
 
-def durability(engine: Engine) -> str:
-    """How the service's database flushes commits, read off a connection."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            level = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
-            return f"synchronous={SQLITE_SYNCHRONOUS[level]}"
-        return (f"fsync={conn.exec_driver_sql('SHOW fsync').scalar_one()}, synchronous_commit="
-                f"{conn.exec_driver_sql('SHOW synchronous_commit').scalar_one()}")
-
-
 def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     run_service(side.service, "warm", warmup)
     side.raw.run(side.recorder.record("warm", warmup))
     service_s: list[float] = []
     raw_s: list[float] = []
-    cpu = {"service": 0.0, "raw": 0.0}  # this process's CPU time, summed over the rounds
+    # this process's user and system CPU seconds and voluntary context switches (sleeps: a
+    # wait for a flush or the server), summed over the rounds
+    usage = {"service": [0.0, 0.0, 0], "raw": [0.0, 0.0, 0]}
 
     def timed(name: str, run: Callable[[], float], into: list[float]) -> None:
-        start = time.process_time()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         into.append(run())
-        cpu[name] += time.process_time() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        acc = usage[name]
+        acc[0] += after.ru_utime - before.ru_utime
+        acc[1] += after.ru_stime - before.ru_stime
+        acc[2] += after.ru_nvcsw - before.ru_nvcsw
 
     for r in range(repeat):
         txs = side.recorder.record(f"r{r}", n)  # untimed, on the scratch database
@@ -334,20 +337,25 @@ def measure(db: str, side: Side, n: int, warmup: int, repeat: int) -> dict[str, 
         "service_runs_s": [round(x, 3) for x in service_s],
         "raw_runs_s": [round(x, 3) for x in raw_s],
         # per lifecycle, averaged over the rounds: CPU time of this process (Python, SQLAlchemy,
-        # the driver and, for SQLite, the database engine itself) and the rest of the wall
-        # time (waiting: for SQLite the flushes to disk, for PostgreSQL the server). The ratio
-        # depends on the machine's CPU speed against its flush latency: see docs/benchmarks.md
-        "service_ms": _split(cpu["service"], service_s, n),
-        "raw_ms": _split(cpu["raw"], raw_s, n),
+        # the driver and, for SQLite, the database engine itself; user + system) and the rest
+        # of the wall time (waiting: for SQLite the flushes to disk, for PostgreSQL the server),
+        # and how often the thread went to sleep for them. The ratio depends on the machine's
+        # CPU speed against its flush latency: see docs/benchmarks.md
+        "service_ms": _split(usage["service"], service_s, n),
+        "raw_ms": _split(usage["raw"], raw_s, n),
         "warmup": warmup, "repeat": repeat, "same_rows": True, "rows": counts,
         "python": platform.python_version(), "sqlalchemy": sqlalchemy.__version__,
         "nproc": os.cpu_count(), "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
-def _split(cpu_s: float, runs_s: Sequence[float], n: int) -> dict[str, float]:
+def _split(usage: Sequence[float], runs_s: Sequence[float], n: int) -> dict[str, float]:
+    user_s, sys_s, sleeps = usage
+    cpu_s = user_s + sys_s
     per = 1000 / (n * len(runs_s))
-    return {"cpu": round(cpu_s * per, 3), "wait": round((sum(runs_s) - cpu_s) * per, 3)}
+    return {"cpu": round(cpu_s * per, 3), "user": round(user_s * per, 3),
+            "sys": round(sys_s * per, 3), "wait": round((sum(runs_s) - cpu_s) * per, 3),
+            "sleeps": round(sleeps / (n * len(runs_s)), 2)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,10 +14,13 @@ from aftersales.store.db import make_engine, upgrade
 def bootstrap(database_url: str | None = None, *, policy: str | None = None,
               overrides: dict[str, dict[str, Any]] | None = None,
               ids: IdFactory = random_ids, migrate: bool = True,
-              evidence_dir: str | Path | None = None) -> Service:
+              evidence_dir: str | Path | None = None,
+              sqlite_synchronous: str | None = None) -> Service:
+    """`sqlite_synchronous`: SQLite's flush level for this service's connections (default:
+    the settings', i.e. AFTERSALES_SQLITE_SYNCHRONOUS or FULL)."""
     settings = Settings.from_env()
     engine = make_engine(database_url or settings.database_url,
-                         sqlite_synchronous=settings.sqlite_synchronous)
+                         sqlite_synchronous=sqlite_synchronous or settings.sqlite_synchronous)
     if migrate:
         upgrade(engine)
     blobs = BlobStore(Path(evidence_dir or settings.evidence_dir), settings.evidence_max_bytes)

@@ -32,7 +32,9 @@ it uses the file `aftersales.db` in the working directory (it does NOT read
 $AFTERSALES_DATABASE_URL, since it wipes what it uses). A SQLite file (and its -wal/-shm
 files) is deleted first. On PostgreSQL (any non-SQLite URL) the aftersales tables and
 `alembic_version` are DROPPED in the schema the URL resolves to (its search_path) and recreated
-by the migrations: point `--db` at a database or schema meant for the demo.
+by the migrations: point `--db` at a database or schema meant for the demo. Being throwaway,
+a SQLite demo database commits with `synchronous=NORMAL` (DEMO_SQLITE_SYNCHRONOUS) unless
+AFTERSALES_SQLITE_SYNCHRONOUS is set; the summary says which (`durability`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import os
 import random
 import sys
 from collections import Counter, defaultdict
@@ -71,10 +74,16 @@ from aftersales.service import commands as c
 from aftersales.service.handlers import Service
 from aftersales.service.worker import run_due
 from aftersales.store import tables as t
-from aftersales.store.db import make_engine, normalise_url
+from aftersales.store.db import durability, make_engine, normalise_url
 from aftersales.store.repository import Repository
 
 DEMO_URL = "sqlite:///aftersales.db"
+# The demo's database is a throwaway simulation, emptied at the start of every run: its commits
+# need not survive a power cut, so on SQLite they are flushed at checkpoints only (NORMAL; the
+# file is never corrupted) unless AFTERSALES_SQLITE_SYNCHRONOUS names a level. The service,
+# worker and schema are the production ones, and whatever opens the file afterwards (CLI, API,
+# worker) runs at its own level, FULL by default. See docs/operations.md#databases.
+DEMO_SQLITE_SYNCHRONOUS = "NORMAL"
 HABITS = ("prompt", "slow", "silent", "refusing")
 HABIT_WEIGHTS = (0.45, 0.25, 0.12, 0.18)
 CASE_RATE = 0.15  # share of orders that get an after-sales request
@@ -774,6 +783,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
     refunded = int(money.get("refund") or 0)
     return {
         "seed": sim.seed, "policy": {"id": sim.policy.id, "version": sim.policy.version},
+        "durability": durability(engine),
         "days": sim.days,
         "simulated": {"start": sim.start.isoformat(),
                       "end": sim.clock.astimezone(sim.policy.zone).isoformat()},
@@ -842,7 +852,9 @@ def run_demo(*, orders: int = 10_000, days: int = 60, seed: int = 7, db: str | N
     shown = make_url(url).render_as_string(hide_password=True)
     if not as_json and not url.startswith("sqlite"):
         sys.stderr.write(f"demo: dropped and recreated the aftersales tables at {shown}\n")
-    service = bootstrap(url, policy=policy, ids=counter_ids())
+    chosen = os.environ.get("AFTERSALES_SQLITE_SYNCHRONOUS", "").strip()
+    service = bootstrap(url, policy=policy, ids=counter_ids(),
+                        sqlite_synchronous=None if chosen else DEMO_SQLITE_SYNCHRONOUS)
     try:
         sim = Simulation(service, orders=orders, days=days, seed=seed, policy_id=policy)
         err = Console(stderr=True)
@@ -907,7 +919,7 @@ def print_summary(s: dict[str, Any], url: str) -> None:
                                        f"{s['actions']['refused']:,}"),
         ("worker timeouts (cases / orders)", f"{s['worker'].get('case_timeouts', 0):,} / "
                                              f"{s['worker'].get('order_timeouts', 0):,}"),
-        ("database", url),
+        ("database", f"{url} ({s['durability']})"),
     ]
     for k, v in rows:
         head.add_row(k, v)

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from aftersales.bootstrap import bootstrap
 from aftersales.cli import app
+from aftersales.store.db import durability
 
 ORDERS, DAYS = 300, 20
 KEYS = ("orders", "cases_opened", "cases_by_type", "cases_by_reason", "cases_by_outcome",
@@ -91,4 +93,27 @@ def test_another_seed_plays_another_market(sqlite_url: str) -> None:
 
 @pytest.mark.postgres
 def test_sqlite_and_postgresql_play_the_same_market(sqlite_url: str, pg_schema_url: str) -> None:
-    assert run_cli(sqlite_url, seed=3) == run_cli(pg_schema_url, seed=3)
+    on_sqlite, on_pg = run_cli(sqlite_url, seed=3), run_cli(pg_schema_url, seed=3)
+    assert on_sqlite.pop("durability") == "synchronous=NORMAL"
+    assert on_pg.pop("durability").startswith("fsync=")
+    assert on_sqlite == on_pg
+
+
+def test_the_throwaway_demo_database_skips_the_flush_at_each_commit(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo empties its database on every run, so on SQLite it commits with NORMAL (flushed
+    at checkpoints), unless AFTERSALES_SQLITE_SYNCHRONOUS names a level; the summary says which.
+    What opens the file afterwards (CLI, API, worker) runs at its own level: FULL by default."""
+    monkeypatch.delenv("AFTERSALES_SQLITE_SYNCHRONOUS", raising=False)
+    fast = run_cli(sqlite_url, seed=4)
+    assert fast["durability"] == "synchronous=NORMAL"
+    service = bootstrap(sqlite_url)
+    try:
+        assert durability(service.engine) == "synchronous=FULL"
+    finally:
+        service.engine.dispose()
+    monkeypatch.setenv("AFTERSALES_SQLITE_SYNCHRONOUS", "full")
+    durable = run_cli(sqlite_url, seed=4)
+    assert durable.pop("durability") == "synchronous=FULL"
+    fast.pop("durability")
+    assert durable == fast  # the same market either way

@@ -77,6 +77,19 @@ def make_engine(url: str = DEFAULT_URL, *, sqlite_synchronous: str = DEFAULT_SQL
     return engine
 
 
+def durability(engine: Engine) -> str:
+    """How the engine's connections flush commits, read off a connection: on SQLite
+    `synchronous=FULL` (or NORMAL, ...), on PostgreSQL `fsync` and `synchronous_commit`."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            level = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            return f"synchronous={SQLITE_SYNCHRONOUS[level]}"
+        if engine.dialect.name == "postgresql":
+            return (f"fsync={conn.exec_driver_sql('SHOW fsync').scalar_one()}, synchronous_commit="
+                    f"{conn.exec_driver_sql('SHOW synchronous_commit').scalar_one()}")
+        return "unknown"
+
+
 def _ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection before handing it out when it has been idle in the pool for
     PING_AFTER_IDLE_S or more; a dead one is replaced (the pool retries with a new connection).
