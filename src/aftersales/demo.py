@@ -42,7 +42,6 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import os
 import random
 import sys
 from collections import Counter, defaultdict
@@ -852,9 +851,8 @@ def run_demo(*, orders: int = 10_000, days: int = 60, seed: int = 7, db: str | N
     shown = make_url(url).render_as_string(hide_password=True)
     if not as_json and not url.startswith("sqlite"):
         sys.stderr.write(f"demo: dropped and recreated the aftersales tables at {shown}\n")
-    chosen = os.environ.get("AFTERSALES_SQLITE_SYNCHRONOUS", "").strip()
     service = bootstrap(url, policy=policy, ids=counter_ids(),
-                        sqlite_synchronous=None if chosen else DEMO_SQLITE_SYNCHRONOUS)
+                        sqlite_synchronous=DEMO_SQLITE_SYNCHRONOUS)
     try:
         sim = Simulation(service, orders=orders, days=days, seed=seed, policy_id=policy)
         err = Console(stderr=True)

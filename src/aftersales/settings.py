@@ -37,11 +37,14 @@ class Settings:
     max_body_bytes: int = 1024 * 1024  # JSON request bodies (evidence files: evidence_max_bytes)
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, *, sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS) -> Settings:
+        """The settings from the environment; `sqlite_synchronous` is the level used when
+        AFTERSALES_SQLITE_SYNCHRONOUS is unset or empty (the demo's throwaway database)."""
         env = os.environ
         return cls(
             database_url=env.get("AFTERSALES_DATABASE_URL", DEFAULT_URL),
-            sqlite_synchronous=_sqlite_synchronous(env.get("AFTERSALES_SQLITE_SYNCHRONOUS")),
+            sqlite_synchronous=_sqlite_synchronous(env.get("AFTERSALES_SQLITE_SYNCHRONOUS"),
+                                                   sqlite_synchronous),
             policy=env.get("AFTERSALES_POLICY", "taobao"),
             worker_interval_s=float(env.get("AFTERSALES_WORKER_INTERVAL", "5")),
             worker_batch=int(env.get("AFTERSALES_WORKER_BATCH", "200")),
@@ -59,9 +62,9 @@ class Settings:
         )
 
 
-def _sqlite_synchronous(value: str | None) -> str:
+def _sqlite_synchronous(value: str | None, default: str) -> str:
     if value is None or not value.strip():
-        return DEFAULT_SQLITE_SYNCHRONOUS
+        return default
     level = value.strip().upper()
     if level not in SQLITE_SYNCHRONOUS:
         raise SettingsError(f"AFTERSALES_SQLITE_SYNCHRONOUS is one of "
